@@ -3,18 +3,18 @@
 Every failure of a provider call becomes exactly one of these, translated at one boundary
 (`tavus._http`), ``from`` the foreign exception::
 
-    ProviderError                       code, message, retryable, provider, status, method, url
-    ├── AuthError                       401 (and Daily's 400 authorization-header-error)   fatal
-    ├── OutOfCreditsError               402 "out of conversational credits"                 fatal
-    ├── ConcurrencyLimitError           Tavus 400 "maximum concurrent conversations"        retryable
-    ├── NotFoundError                   Tavus 400 "Invalid …_id", Daily 404 not-found       fatal
-    ├── ReplicaNotUsableError           replica exists but is training or errored           fatal
-    ├── RequestRejectedError            any other 4xx (validation, bad patch, name taken)   fatal
-    ├── RateLimitedError                429, with ``retry_after_s`` when the server said     retryable
-    ├── ServerError                     5xx                                                  retryable
-    ├── TransportError                  connect/read/write failure, ``request_sent`` flag    retryable
-    │   └── ProviderTimeoutError        no answer within the timeout                        retryable
-    └── UnexpectedResponseError         HTML / non-JSON / a body that is not the known shape fatal
+    ProviderError                    code, message, retryable, provider, status, method, url
+    ├── AuthError                    401/403 (and Daily's 400 authorization-header-error)  fatal
+    ├── OutOfCreditsError            402 "out of conversational credits"                   fatal
+    ├── ConcurrencyLimitError        Tavus 400 "maximum concurrent conversations"      retryable
+    ├── NotFoundError                Tavus 400 "Invalid …_id", 404 not-found               fatal
+    ├── ReplicaNotUsableError        replica exists but is training or errored             fatal
+    ├── RequestRejectedError         any other 4xx (validation, bad patch, name taken)     fatal
+    ├── RateLimitedError             429, ``retry_after_s`` when the server said       retryable
+    ├── ServerError                  5xx, ``retry_after_s`` when the server said       retryable
+    ├── TransportError               connect/read/write failure, ``request_sent`` flag retryable
+    │   └── ProviderTimeoutError     no answer within the timeout, or 408              retryable
+    └── UnexpectedResponseError      HTML / non-JSON / a body not of the known shape       fatal
 
 ``code`` is a short stable word published in ``failed`` events (see shared/CONTRACT.md), e.g.
 ``tavus_auth``, ``replica_not_found``, ``tavus_concurrency_limit``, ``daily_unavailable``.
@@ -59,7 +59,10 @@ class ProviderError(Exception):
         return self.message
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(code={self.code!r}, status={self.status!r}, message={self.message!r})"
+        return (
+            f"{type(self).__name__}(code={self.code!r}, status={self.status!r},"
+            f" message={self.message!r})"
+        )
 
     def as_event_error(self) -> dict[str, object]:
         """The ``error`` object of a ``failed`` or ``retrying`` event."""
@@ -115,10 +118,14 @@ class RateLimitedError(ProviderError):
 
 
 class ServerError(ProviderError):
-    """5xx: the provider failed; trying again later usually works."""
+    """5xx: the provider failed; trying again later usually works (``retry_after_s`` if it said)."""
 
     default_code = "provider_unavailable"
     retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after_s = retry_after_s
 
 
 class TransportError(ProviderError):
@@ -145,5 +152,5 @@ class UnexpectedResponseError(ProviderError):
 
 
 def unavailable_code(provider: Provider) -> str:
-    """The stable code for "this provider is down": ``tavus_unavailable`` / ``daily_unavailable``."""
+    """The stable code for "this provider is down": ``tavus_unavailable``, ``daily_unavailable``."""
     return f"{provider}_unavailable"

@@ -1,0 +1,465 @@
+"""The async Tavus v2 client: one method per endpoint, typed models in and out, and every failure
+a ``tavus.errors`` class whose message says what to do (classification in ``classify_tavus_error``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from tavus._http import (
+    FailedResponse,
+    JsonHttpClient,
+    LogEvents,
+    Observer,
+    Reply,
+    RetryPolicy,
+    is_unprocessed,
+    unexpected_message,
+)
+from tavus.errors import (
+    AuthError,
+    ConcurrencyLimitError,
+    NotFoundError,
+    OutOfCreditsError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitedError,
+    RequestRejectedError,
+    ServerError,
+    UnexpectedResponseError,
+)
+from tavus.models import (
+    Conversation,
+    ConversationStatus,
+    CreateConversationRequest,
+    CreatePersonaRequest,
+    Page,
+    Persona,
+    Replica,
+)
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+DEFAULT_BASE_URL = "https://tavusapi.com/v2"
+MAX_PAGES = 1000
+TAVUS_EVENTS = LogEvents(
+    request_failed="tavus.request_failed",
+    retrying="tavus.retrying",
+    observer_failed="tavus.observer_failed",
+)
+
+
+class TavusClient:
+    """Async client for the Tavus CVI REST API (v2). Use ``async with`` or call ``aclose()``."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 10.0,
+        retry: RetryPolicy | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self._http = JsonHttpClient(
+            provider="tavus",
+            base_url=base_url,
+            headers={"x-api-key": api_key, "accept": "application/json"},
+            classify=classify_tavus_error,
+            events=TAVUS_EVENTS,
+            transport=transport,
+            timeout_s=timeout_s,
+            retry=retry,
+            observer=observer,
+            secrets=(api_key,),
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self._http.base_url
+
+    def __repr__(self) -> str:
+        return f"TavusClient(base_url={self.base_url!r})"
+
+    async def __aenter__(self) -> TavusClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool; calling it again does nothing."""
+        await self._http.aclose()
+
+    # ---- conversations -----------------------------------------------------------------------
+
+    async def create_conversation(self, req: CreateConversationRequest) -> Conversation:
+        """Start a conversation (billing starts now). Not idempotent, so it is retried only when
+        Tavus surely did not act (connect error, 429) or, for a named request, when a lookup by
+        ``conversation_name`` shows nothing was created; if one was, that one is returned."""
+        name = req.conversation_name
+        body = req.to_json()
+        ids = {"replica_id": req.replica_id, "persona_id": req.persona_id}
+        check_first = False
+
+        async def attempt() -> Conversation:
+            nonlocal check_first
+            if check_first and name:
+                created = await self.find_conversations_by_name(
+                    name, status=ConversationStatus.ACTIVE
+                )
+                if created:
+                    return created[0]
+            try:
+                reply = await self._http.send_once(
+                    "POST", "/conversations", json_body=body, ids=ids
+                )
+            except ProviderError as error:
+                check_first = not is_unprocessed(error)
+                raise
+            return self._parse(Conversation, reply, "POST", "/conversations")
+
+        async def should_retry(error: ProviderError) -> bool:
+            return is_unprocessed(error) or bool(name)
+
+        return await self._http.retrying(
+            attempt, should_retry=should_retry, method="POST", endpoint="/conversations"
+        )
+
+    async def get_conversation(
+        self, conversation_id: str, *, verbose: bool = False
+    ) -> Conversation:
+        endpoint = "/conversations/{conversation_id}"
+        reply = await self._get(endpoint, {"conversation_id": conversation_id}, _flags(verbose))
+        return self._parse(Conversation, reply, "GET", endpoint)
+
+    async def list_conversations(
+        self, *, status: str | None = None, limit: int = 10, page: int = 1
+    ) -> Page[Conversation]:
+        params = _query(status=status, limit=limit, page=page)
+        reply = await self._get("/conversations", None, params)
+        return self._parse(Page[Conversation], reply, "GET", "/conversations")
+
+    def iter_conversations(
+        self, *, status: str | None = None, page_size: int = 100
+    ) -> AsyncIterator[Conversation]:
+        """Every conversation (optionally of one status), page after page."""
+        return _iter_pages(
+            lambda page: self.list_conversations(status=status, limit=page_size, page=page),
+            page_size,
+        )
+
+    async def find_conversations_by_name(
+        self, name: str, *, status: str | None = None
+    ) -> list[Conversation]:
+        return [
+            c async for c in self.iter_conversations(status=status) if c.conversation_name == name
+        ]
+
+    async def end_conversation(self, conversation_id: str) -> None:
+        """End the call and free its concurrency slot; ending an ended one is harmless."""
+        await self._http.request(
+            "POST",
+            "/conversations/{conversation_id}/end",
+            path_params={"conversation_id": conversation_id},
+            idempotent=True,
+            expect="none",
+        )
+
+    async def delete_conversation(self, conversation_id: str, *, hard: bool = False) -> None:
+        await self._http.request(
+            "DELETE",
+            "/conversations/{conversation_id}",
+            path_params={"conversation_id": conversation_id},
+            params={"hard": "true"} if hard else None,
+            idempotent=True,
+            expect="none",
+        )
+
+    # ---- personas ----------------------------------------------------------------------------
+
+    async def create_persona(self, req: CreatePersonaRequest) -> Persona:
+        """Create a persona; retried only when Tavus surely did not act (not idempotent)."""
+        reply = await self._http.request(
+            "POST",
+            "/personas",
+            json_body=req.to_json(),
+            idempotent=False,
+            ids={"replica_id": req.default_replica_id},
+        )
+        return self._parse(Persona, reply, "POST", "/personas")
+
+    async def get_persona(self, persona_id: str) -> Persona:
+        endpoint = "/personas/{persona_id}"
+        reply = await self._get(endpoint, {"persona_id": persona_id}, None)
+        return self._parse(Persona, reply, "GET", endpoint)
+
+    async def list_personas(
+        self, *, persona_type: str | None = None, limit: int = 10, page: int = 1
+    ) -> Page[Persona]:
+        params = _query(persona_type=persona_type, limit=limit, page=page)
+        reply = await self._get("/personas", None, params)
+        return self._parse(Page[Persona], reply, "GET", "/personas")
+
+    def iter_personas(
+        self, *, persona_type: str | None = None, page_size: int = 100
+    ) -> AsyncIterator[Persona]:
+        return _iter_pages(
+            lambda page: self.list_personas(persona_type=persona_type, limit=page_size, page=page),
+            page_size,
+        )
+
+    async def patch_persona(self, persona_id: str, ops: list[dict[str, Any]]) -> Persona | None:
+        """Apply a JSON Patch (RFC 6902). None when Tavus says nothing changed (304)."""
+        endpoint = "/personas/{persona_id}"
+        reply = await self._http.request(
+            "PATCH",
+            endpoint,
+            path_params={"persona_id": persona_id},
+            json_body=ops,
+            idempotent=False,
+            expect="optional",
+        )
+        if reply.status == 304:
+            return None
+        if isinstance(reply.body, dict) and ("persona_id" in reply.body or "data" in reply.body):
+            return self._parse(Persona, reply, "PATCH", endpoint)
+        return await self.get_persona(persona_id)  # the 200 body is not documented
+
+    async def delete_persona(self, persona_id: str) -> None:
+        await self._http.request(
+            "DELETE",
+            "/personas/{persona_id}",
+            path_params={"persona_id": persona_id},
+            idempotent=True,
+            expect="none",
+        )
+
+    # ---- replicas ----------------------------------------------------------------------------
+
+    async def list_replicas(
+        self,
+        *,
+        replica_type: str | None = None,
+        verbose: bool = False,
+        limit: int = 10,
+        page: int = 1,
+    ) -> Page[Replica]:
+        params = _query(replica_type=replica_type, limit=limit, page=page) | _flags(verbose)
+        reply = await self._get("/replicas", None, params)
+        return self._parse(Page[Replica], reply, "GET", "/replicas")
+
+    def iter_replicas(
+        self, *, replica_type: str | None = None, verbose: bool = False, page_size: int = 100
+    ) -> AsyncIterator[Replica]:
+        return _iter_pages(
+            lambda page: self.list_replicas(
+                replica_type=replica_type, verbose=verbose, limit=page_size, page=page
+            ),
+            page_size,
+        )
+
+    async def get_replica(self, replica_id: str, *, verbose: bool = False) -> Replica:
+        endpoint = "/replicas/{replica_id}"
+        reply = await self._get(endpoint, {"replica_id": replica_id}, _flags(verbose))
+        return self._parse(Replica, reply, "GET", endpoint)
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    async def _get(
+        self, endpoint: str, path_params: dict[str, str] | None, params: dict[str, str | int] | None
+    ) -> Reply:
+        return await self._http.request(
+            "GET", endpoint, path_params=path_params, params=params or None, idempotent=True
+        )
+
+    def _parse(self, model: type[M], reply: Reply, method: str, endpoint: str) -> M:
+        """Validate a body; a wrong shape is an ``UnexpectedResponseError`` naming the field."""
+        try:
+            return model.model_validate(reply.body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the body"
+            got = f"{reply.status} JSON whose {where} is wrong ({first['msg']})"
+            message = unexpected_message(
+                "tavus",
+                method,
+                reply.path or endpoint,
+                got=got,
+                expected=f"a {_shape_name(model)}",
+                base_url=self.base_url,
+            )
+            raise UnexpectedResponseError(
+                message,
+                provider="tavus",
+                code="tavus_unexpected_response",
+                status=reply.status,
+                method=method,
+                url=reply.path,
+            ) from exc
+
+
+async def _iter_pages(
+    fetch: Callable[[int], Awaitable[Page[T]]], page_size: int
+) -> AsyncIterator[T]:
+    """Pages 1, 2, … until a short page, ``total_count`` items, or ``MAX_PAGES``."""
+    seen = 0
+    for number in range(1, MAX_PAGES + 1):
+        page = await fetch(number)
+        for item in page.data:
+            yield item
+        seen += len(page.data)
+        if len(page.data) < page_size or (
+            page.total_count is not None and seen >= page.total_count
+        ):
+            return
+
+
+def _query(**values: str | int | None) -> dict[str, str | int]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _flags(verbose: bool) -> dict[str, str | int]:
+    return {"verbose": "true"} if verbose else {}
+
+
+def _shape_name(model: type[BaseModel]) -> str:
+    name = model.__name__
+    if name.startswith("Page["):
+        return f"page of {name[5:-1].lower()}s ({{data: [...], total_count}})"
+    return f"{name.lower()} object"
+
+
+# ---- error classification ----------------------------------------------------------------------
+
+_INVALID_ID = re.compile(r"invalid (conversation_id|persona_id|replica_id|replica_uuid)", re.I)
+_CONCURRENCY = "maximum concurrent conversations"
+_KINDS = ("conversation", "persona", "replica")
+_LIST_HINT = {
+    "conversation": "list them with `avatar-worker conversations list`",
+    "persona": "list yours with `avatar-worker personas list`",
+    "replica": "list yours with `avatar-worker replicas list`",
+}
+
+
+def classify_tavus_error(resp: FailedResponse) -> ProviderError:
+    """Map a Tavus error response to the error class and the message a user sees."""
+    status, said = resp.status, tavus_error_text(resp)
+    quoted = f"{status} {said}" if said else str(status)
+    if status in (401, 403):
+        return AuthError(_auth_message(status, said), provider="tavus", code="tavus_auth")
+    if status == 402:
+        return OutOfCreditsError(
+            f"The Tavus account is out of conversational credits ({quoted}); add credits or"
+            " upgrade the plan in the Tavus developer portal.",
+            provider="tavus",
+        )
+    if status == 408:
+        return ProviderTimeoutError(
+            f"Tavus timed out on {resp.method} {resp.path} ({status}); try again later.",
+            provider="tavus",
+        )
+    if status == 429:
+        return RateLimitedError(
+            _rate_message(resp),
+            provider="tavus",
+            code="tavus_rate_limited",
+            retry_after_s=resp.retry_after_s,
+        )
+    if status >= 500:
+        return ServerError(
+            f"Tavus is unavailable ({status} on {resp.method} {resp.path}); try again later"
+            " or check status.tavus.io.",
+            provider="tavus",
+            code="tavus_unavailable",
+            retry_after_s=resp.retry_after_s,
+        )
+    if resp.body is None:
+        return resp.unexpected()
+    return _classify_json_4xx(resp, said, quoted)
+
+
+def _classify_json_4xx(resp: FailedResponse, said: str, quoted: str) -> ProviderError:
+    if _CONCURRENCY in said.lower():
+        return ConcurrencyLimitError(
+            f"The Tavus account has reached its maximum of concurrent conversations ({quoted})."
+            " End idle conversations (e.g. `avatar-worker conversations end --all-active`) or"
+            " raise the plan's limit.",
+            provider="tavus",
+        )
+    match = _INVALID_ID.search(said)
+    if match:
+        field = match.group(1).lower()
+        return _not_found(field.split("_")[0], resp, quoted, uuid=field == "replica_uuid")
+    if resp.status == 404:
+        kind = next((k for k in _KINDS if f"{k}_id" in resp.endpoint), None)
+        return _not_found(kind, resp, quoted, uuid=False) if kind else resp.unexpected()
+    code = "persona_invalid" if resp.endpoint == "/personas" else "tavus_rejected"
+    return RequestRejectedError(
+        f"Tavus rejected {resp.method} {resp.path} ({quoted}).", provider="tavus", code=code
+    )
+
+
+def _not_found(kind: str, resp: FailedResponse, quoted: str, *, uuid: bool) -> NotFoundError:
+    ident = resp.ids.get(f"{kind}_id")
+    named = f"{kind} {ident}" if ident else f"the {kind} id sent"
+    if uuid:
+        hint = f" ({ident} looks like a persona id)" if ident and ident.startswith("p") else ""
+        message = (
+            f"Tavus rejected replica {ident or '(the persona default)'} ({quoted}): it is not a"
+            f" usable replica of this account{hint}. A persona id in the replica slot, or a"
+            " replica of another Tavus account, causes this; list yours with"
+            " `avatar-worker replicas list`."
+        )
+    else:
+        message = f"Tavus {named} does not exist on this account ({quoted}); {_LIST_HINT[kind]}."
+    return NotFoundError(message, provider="tavus", code=f"{kind}_not_found")
+
+
+def tavus_error_text(resp: FailedResponse) -> str:
+    """Tavus's own words: ``error``, else ``message``, else a short non-HTML text."""
+    body = resp.body
+    if isinstance(body, dict):
+        for key in ("error", "message", "detail"):
+            value = body.get(key)
+            if value:
+                return _clip(value if isinstance(value, str) else str(value))
+        return ""
+    if isinstance(body, str):
+        return _clip(body)
+    return "" if resp.is_html else resp.snippet
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "…"
+
+
+def _auth_message(status: int, said: str) -> str:
+    if status == 403:
+        return (
+            f"Tavus refused TAVUS_API_KEY (403 {said or 'Forbidden'}); the key may be limited to"
+            " other IP addresses. Check the key in the Tavus developer portal."
+        )
+    return (
+        f"TAVUS_API_KEY was rejected by Tavus (401 {said or 'Unauthorized'}). Check the key in"
+        " the Tavus developer portal."
+    )
+
+
+def _rate_message(resp: FailedResponse) -> str:
+    after = f"; retry after {resp.retry_after_s:g} s" if resp.retry_after_s is not None else ""
+    return f"Tavus is rate limiting requests (429 on {resp.method} {resp.path}){after}."

@@ -1,0 +1,250 @@
+"""RabbitMQ plumbing: the contract's topology, confirmed publishing, and cross-worker session claims.
+
+A session is *claimed* by declaring an exclusive queue named after it: RabbitMQ lets one connection
+hold it, and drops it when that connection dies, so any worker can tell a live session from an
+orphan. Deciding what happens to a delivery (ack, retry, dead-letter) is `worker.intake`'s job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from pydantic import BaseModel
+
+from worker.settings import Settings
+
+log = structlog.get_logger("worker.broker")
+
+PUBLISH_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Exchange and queue names (the contract's defaults, each configurable)."""
+
+    jobs_exchange: str = "avatar.jobs"
+    jobs_routing_key: str = "session.start"
+    jobs_queue: str = "avatar.sessions"
+    events_exchange: str = "avatar.events"
+    control_exchange: str = "avatar.control"
+    dead_letter_queue: str = "avatar.sessions.dead"
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Topology:
+        return cls(
+            s.amqp_jobs_exchange,
+            s.amqp_jobs_routing_key,
+            s.amqp_jobs_queue,
+            s.amqp_events_exchange,
+            s.amqp_control_exchange,
+            s.amqp_dead_letter_queue,
+        )
+
+    def retry_queue(self, delay_s: float) -> str:
+        return f"{self.jobs_queue}.retry.{round(delay_s * 1000)}ms"
+
+    def claim_queue(self, session_id: str) -> str:
+        return f"{self.jobs_queue}.live.{session_id}"
+
+    def control_queue(self, worker_id: str) -> str:
+        return f"{self.control_exchange}.{worker_id}"
+
+
+JOB_QUEUE_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum", "x-delivery-limit": 20}
+
+
+async def declare_job_topology(channel: AbstractChannel, topo: Topology) -> AbstractQueue:
+    """Declare the jobs exchange, the quorum job queue and the dead-letter queue (idempotent)."""
+    jobs = await channel.declare_exchange(
+        topo.jobs_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    await channel.declare_queue(topo.dead_letter_queue, durable=True)
+    queue = await channel.declare_queue(
+        topo.jobs_queue,
+        durable=True,
+        arguments={
+            **JOB_QUEUE_ARGUMENTS,
+            # Poison messages past the delivery limit land in the dead-letter queue too.
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": topo.dead_letter_queue,
+        },
+    )
+    await queue.bind(jobs, topo.jobs_routing_key)
+    return queue
+
+
+async def declare_retry_queues(
+    channel: AbstractChannel, topo: Topology, delays_s: list[float]
+) -> None:
+    """One delay queue per backoff step: messages wait out its TTL, then return to the jobs exchange."""
+    for delay in sorted(set(delays_s)):
+        await channel.declare_queue(
+            topo.retry_queue(delay),
+            durable=True,
+            arguments={
+                "x-message-ttl": round(delay * 1000),
+                "x-dead-letter-exchange": topo.jobs_exchange,
+                "x-dead-letter-routing-key": topo.jobs_routing_key,
+            },
+        )
+
+
+def json_message(
+    payload: BaseModel | dict[str, Any] | bytes,
+    *,
+    headers: dict[str, Any] | None = None,
+    correlation_id: str | None = None,
+    reply_to: str | None = None,
+    message_type: str | None = None,
+    message_id: str | None = None,
+    persistent: bool = True,
+) -> aio_pika.Message:
+    """A JSON AMQP message with the contract's properties."""
+    if isinstance(payload, BaseModel):
+        body = payload.model_dump_json(exclude_none=False).encode()
+    elif isinstance(payload, bytes):
+        body = payload
+    else:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+    return aio_pika.Message(
+        body,
+        content_type="application/json",
+        delivery_mode=(
+            aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
+        ),
+        headers=headers or {},
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        type=message_type,
+        message_id=message_id or uuid.uuid4().hex,
+        app_id="avatar-worker",
+    )
+
+
+class Broker:
+    """One robust connection, a confirmed publishing channel, and the session-claim channel."""
+
+    def __init__(self, url: str, topo: Topology) -> None:
+        self._url = url
+        self.topo = topo
+        self.connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._claim_channel: AbstractChannel | None = None
+        self._claims: dict[str, AbstractQueue] = {}
+        self._claim_lock = asyncio.Lock()
+        self.events_exchange: AbstractExchange | None = None
+        self.jobs_exchange: AbstractExchange | None = None
+
+    async def connect(self, *, timeout_s: float = 15.0) -> None:
+        """Connect (failing fast if the broker is unreachable) and declare the topology."""
+        self.connection = await asyncio.wait_for(aio_pika.connect_robust(self._url), timeout_s)
+        self._publish_channel = await self.connection.channel(publisher_confirms=True)
+        await declare_job_topology(self._publish_channel, self.topo)
+        self.jobs_exchange = await self._publish_channel.get_exchange(self.topo.jobs_exchange)
+        self.events_exchange = await self._publish_channel.declare_exchange(
+            self.topo.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        await self._publish_channel.declare_exchange(
+            self.topo.control_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+
+    @property
+    def is_connected(self) -> bool:
+        return self.connection is not None and not self.connection.is_closed
+
+    async def channel(self, *, prefetch: int | None = None) -> AbstractChannel:
+        """A new channel on the shared connection (for consumers)."""
+        assert self.connection is not None, "connect() first"
+        channel = await self.connection.channel(publisher_confirms=True)
+        if prefetch is not None:
+            await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    @property
+    def publish_channel(self) -> AbstractChannel:
+        assert self._publish_channel is not None, "connect() first"
+        return self._publish_channel
+
+    async def publish(
+        self,
+        message: aio_pika.Message,
+        *,
+        routing_key: str,
+        exchange: AbstractExchange | None = None,
+    ) -> None:
+        """Publish and wait for the broker's confirm (default exchange when none is given)."""
+        target = exchange or self.publish_channel.default_exchange
+        await target.publish(message, routing_key=routing_key, timeout=PUBLISH_TIMEOUT_S)
+
+    async def claim(self, session_id: str) -> bool:
+        """Take the cluster-wide claim on a session; False when another connection holds it."""
+        async with self._claim_lock:
+            if session_id in self._claims:
+                return True
+            channel = await self._fresh_claim_channel()
+            try:
+                queue = await channel.declare_queue(
+                    self.topo.claim_queue(session_id), exclusive=True, auto_delete=False
+                )
+            except aiormq.exceptions.ChannelLockedResource:
+                self._claim_channel = None  # the server closed it
+                return False
+            self._claims[session_id] = queue
+            return True
+
+    async def release_claim(self, session_id: str) -> None:
+        """Drop the claim (idempotent); the queue also disappears if this connection dies."""
+        async with self._claim_lock:
+            queue = self._claims.pop(session_id, None)
+            if queue is None:
+                return
+            try:
+                await queue.delete(if_unused=False, if_empty=False)
+            except (
+                aiormq.exceptions.AMQPError,
+                aio_pika.exceptions.ChannelInvalidStateError,
+            ) as exc:
+                log.warning("broker.claim_release_failed", session_id=session_id, error=str(exc))
+                self._claim_channel = None
+
+    async def is_claimed_elsewhere(self, session_id: str) -> bool:
+        """True when some live connection holds this session's claim."""
+        if session_id in self._claims:
+            return False
+        assert self.connection is not None
+        channel = await self.connection.channel()
+        try:
+            await channel.declare_queue(self.topo.claim_queue(session_id), passive=True)
+            return True
+        except (aiormq.exceptions.ChannelLockedResource, aiormq.exceptions.ChannelAccessRefused):
+            return True
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    async def _fresh_claim_channel(self) -> AbstractChannel:
+        if self._claim_channel is None or self._claim_channel.is_closed:
+            assert self.connection is not None, "connect() first"
+            self._claim_channel = await self.connection.channel(publisher_confirms=False)
+        return self._claim_channel
+
+    async def aclose(self) -> None:
+        """Close the connection (idempotent); every claim queue goes with it."""
+        self._claims.clear()
+        if self.connection is not None and not self.connection.is_closed:
+            await self.connection.close()

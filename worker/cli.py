@@ -1,0 +1,202 @@
+"""The `avatar-worker` command: run, demo, sim, enqueue, stop, schema, and the Tavus admin commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from worker.contract import SessionJob, describe_validation_error, json_schemas
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avatar-worker", description="Start live AI avatar sessions from RabbitMQ jobs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run a worker until SIGTERM/SIGINT")
+
+    demo = sub.add_parser(
+        "demo", help="one session end to end (simulator unless TAVUS_API_KEY is set)"
+    )
+    demo.add_argument("--hold-s", type=float, default=2.0, help="how long the session stays up")
+
+    sim = sub.add_parser("sim", help="run the local Tavus + Daily simulator")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8090)
+    sim.add_argument(
+        "--tavus-key",
+        action="append",
+        dest="tavus_keys",
+        help="accepted x-api-key (repeatable; default sim-tavus-key)",
+    )
+    sim.add_argument(
+        "--daily-key",
+        action="append",
+        dest="daily_keys",
+        help="accepted Daily bearer key (repeatable; default sim-daily-key)",
+    )
+
+    enqueue = sub.add_parser("enqueue", help="publish a session.start job")
+    enqueue.add_argument("--file", type=Path, help="a JSON job; flags override its fields")
+    enqueue.add_argument("--session-id")
+    enqueue.add_argument("--mode", choices=["auto", "pipecat_daily", "phoenix_rest"])
+    enqueue.add_argument("--replica-id")
+    enqueue.add_argument("--persona-id")
+    enqueue.add_argument("--greeting", dest="custom_greeting")
+    enqueue.add_argument("--context", dest="conversational_context")
+    enqueue.add_argument("--language")
+    enqueue.add_argument("--max-duration-s", type=int)
+    enqueue.add_argument("--user-name")
+    enqueue.add_argument("--wait", action="store_true", help="print the session's events live")
+    enqueue.add_argument("--timeout-s", type=float, default=600.0)
+
+    stop = sub.add_parser("stop", help="end a session wherever it runs")
+    stop.add_argument("session_id")
+    stop.add_argument("--reason")
+
+    schema = sub.add_parser("schema", help="print the contract's JSON Schemas")
+    schema.add_argument("which", nargs="?", choices=["job", "event", "stop"], default=None)
+
+    from worker.admin import add_admin_parsers
+
+    add_admin_parsers(sub)
+    return parser
+
+
+def _job_from_args(args: argparse.Namespace) -> SessionJob:
+    data: dict[str, Any] = json.loads(args.file.read_text()) if args.file else {}
+    for key in (
+        "session_id",
+        "mode",
+        "replica_id",
+        "persona_id",
+        "custom_greeting",
+        "conversational_context",
+        "language",
+        "max_duration_s",
+        "user_name",
+    ):
+        value = getattr(args, key, None)
+        if value is not None:
+            data[key] = value
+    data.setdefault("session_id", f"cli-{uuid.uuid4().hex[:10]}")
+    return SessionJob.model_validate(data)
+
+
+async def _enqueue(args: argparse.Namespace) -> int:
+    import aio_pika
+
+    from worker.broker import Topology
+    from worker.client_tools import describe_event, follow_job
+    from worker.producer import publish_session_job
+    from worker.settings import Settings
+
+    settings = Settings()
+    job = _job_from_args(args)
+    topo = Topology.from_settings(settings)
+    async with await aio_pika.connect_robust(settings.amqp_url.get_secret_value()) as connection:
+        channel = await connection.channel()
+        if not args.wait:
+            await publish_session_job(channel, job, topology=topo)
+            print(f"enqueued {job.session_id}")
+            return 0
+        print(f"enqueued {job.session_id}; waiting for its events")
+        last = ""
+        async for event in follow_job(channel, job, topology=topo, timeout_s=args.timeout_s):
+            print(describe_event(event), flush=True)
+            last = event["status"]
+        return 0 if last == "ended" else 1
+
+
+async def _stop(args: argparse.Namespace) -> int:
+    import aio_pika
+
+    from worker.broker import Topology
+    from worker.client_tools import send_stop
+    from worker.settings import Settings
+
+    settings = Settings()
+    async with await aio_pika.connect_robust(settings.amqp_url.get_secret_value()) as connection:
+        await send_stop(
+            await connection.channel(),
+            args.session_id,
+            args.reason,
+            Topology.from_settings(settings),
+        )
+    print(f"stop sent for {args.session_id}")
+    return 0
+
+
+async def _admin(args: argparse.Namespace) -> int:
+    from worker.admin import run_admin
+    from worker.app import build_tavus_client
+    from worker.settings import Settings
+
+    client = build_tavus_client(Settings())
+    async with client:
+        return await run_admin(args, client, sys.stdout)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from worker.logs import configure_logging
+    from worker.settings import Settings
+
+    settings = Settings()
+    configure_logging(
+        level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values()
+    )
+    if args.command == "run":
+        from worker.app import run_worker
+
+        asyncio.run(run_worker(settings))
+        return 0
+    if args.command == "demo":
+        from worker.demo import run_demo
+
+        return asyncio.run(run_demo(settings, hold_s=args.hold_s))
+    if args.command == "sim":
+        from tavus.sim import serve
+
+        asyncio.run(
+            serve(
+                args.host,
+                args.port,
+                tavus_api_keys=set(args.tavus_keys or ["sim-tavus-key"]),
+                daily_api_keys=set(args.daily_keys or ["sim-daily-key"]),
+            )
+        )
+        return 0
+    if args.command == "enqueue":
+        return asyncio.run(_enqueue(args))
+    if args.command == "stop":
+        return asyncio.run(_stop(args))
+    return asyncio.run(_admin(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "schema":
+        schemas = json_schemas()
+        chosen = (
+            {f"{args.which}.v1.json": schemas[f"{args.which}.v1.json"]} if args.which else schemas
+        )
+        print(json.dumps(chosen if len(chosen) > 1 else next(iter(chosen.values())), indent=2))
+        return 0
+    try:
+        return _run(args)
+    except ValidationError as exc:
+        print(f"error: {describe_validation_error(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Publishing a session's events: to the events exchange as `session.<status>`, and to the job's
+`reply_to` queue (with its correlation id) when it asked for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import aiormq
+import structlog
+
+from worker.broker import Broker, json_message
+from worker.contract import (
+    AcceptedEvent,
+    EndedEvent,
+    EndReason,
+    EventError,
+    ExpiredEvent,
+    FailedEvent,
+    ReadyEvent,
+    ResolvedMode,
+    RetryingEvent,
+    SessionJob,
+)
+
+log = structlog.get_logger("worker.events")
+
+PUBLISH_ATTEMPTS = 4
+PUBLISH_RETRY_DELAY_S = 1.0
+
+
+@dataclass
+class EventRoute:
+    """Where one session's events go, and the fields every event of it carries."""
+
+    session_id: str
+    worker_id: str
+    attempt: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    mode: ResolvedMode | None = None
+
+    @classmethod
+    def for_job(
+        cls,
+        job: SessionJob,
+        *,
+        worker_id: str,
+        attempt: int,
+        reply_to: str | None,
+        correlation_id: str | None,
+    ) -> EventRoute:
+        return cls(job.session_id, worker_id, attempt, dict(job.metadata), reply_to, correlation_id)
+
+    def common(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "at": datetime.now(UTC),
+            "worker_id": self.worker_id,
+            "attempt": self.attempt,
+            "metadata": self.metadata,
+            "mode": self.mode,
+        }
+
+
+class EventPublisher:
+    """Builds contract events for a route and publishes them with confirms, retrying briefly."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    async def accepted(self, route: EventRoute) -> None:
+        await self._send(route, AcceptedEvent(**route.common()))
+
+    async def ready(self, route: EventRoute, **fields: Any) -> None:
+        await self._send(route, ReadyEvent(**route.common(), **fields))
+
+    async def retrying(self, route: EventRoute, error: EventError, delay_s: float) -> None:
+        await self._send(route, RetryingEvent(**route.common(), error=error, delay_s=delay_s))
+
+    async def ended(self, route: EventRoute, reason: EndReason, duration_s: float) -> None:
+        await self._send(
+            route, EndedEvent(**route.common(), reason=reason, duration_s=round(duration_s, 3))
+        )
+
+    async def failed(self, route: EventRoute, error: EventError) -> None:
+        await self._send(route, FailedEvent(**route.common(), error=error))
+
+    async def expired(self, route: EventRoute, not_after: datetime) -> None:
+        await self._send(route, ExpiredEvent(**route.common(), not_after=not_after))
+
+    async def _send(
+        self,
+        route: EventRoute,
+        event: AcceptedEvent | ReadyEvent | RetryingEvent | EndedEvent | FailedEvent | ExpiredEvent,
+    ) -> None:
+        status = event.status
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                await self._publish_once(route, event)
+                log.info(f"session.{status}", session_id=route.session_id, attempt=route.attempt)
+                return
+            except (
+                TimeoutError,
+                aiormq.exceptions.AMQPError,
+                aio_pika.exceptions.ChannelInvalidStateError,
+                ConnectionError,
+            ) as exc:
+                if attempt == PUBLISH_ATTEMPTS:
+                    raise
+                log.warning("events.publish_retry", status=status, error=type(exc).__name__)
+                await asyncio.sleep(PUBLISH_RETRY_DELAY_S * attempt)
+
+    async def _publish_once(self, route: EventRoute, event: Any) -> None:
+        broker = self._broker
+        message = json_message(
+            event, correlation_id=route.correlation_id, message_type=f"session.{event.status}"
+        )
+        assert broker.events_exchange is not None
+        await broker.publish(
+            message, routing_key=f"session.{event.status}", exchange=broker.events_exchange
+        )
+        if route.reply_to:
+            reply = json_message(
+                event,
+                correlation_id=route.correlation_id,
+                message_type=f"session.{event.status}",
+                persistent=False,
+            )
+            await broker.publish(reply, routing_key=route.reply_to)

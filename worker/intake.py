@@ -1,0 +1,188 @@
+"""The job consumer, and the only place that decides a delivery's fate: ack, requeue, retry later
+(through a delay queue) or dead-letter (with an `x-avatar-error` header).
+
+Ack policy: a job is acked once its session is `ready` (or has reached its outcome), never held
+for the whole session: RabbitMQ's consumer timeout (30 min by default) would otherwise close the
+channel and redeliver live sessions. A worker that dies before `ready` leaves the job unacked, so
+RabbitMQ redelivers it and the next worker resumes it (the session's claim and name make that safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+
+from worker.broker import Broker, declare_job_topology, declare_retry_queues, json_message
+from worker.contract import InvalidMessage, parse_job
+from worker.events import EventRoute
+from worker.manager import Outcome, SessionManager
+
+log = structlog.get_logger("worker.intake")
+
+ATTEMPT_HEADER = "x-avatar-attempt"
+ERROR_HEADER = "x-avatar-error"
+
+
+def attempt_of(message: AbstractIncomingMessage) -> int:
+    value = (message.headers or {}).get(ATTEMPT_HEADER, 1)
+    try:
+        return max(int(value), 1)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 1
+
+
+class Intake:
+    """Consumes `session.start` jobs while this worker has free capacity."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        sessions: SessionManager,
+        *,
+        retry_delays_s: list[float],
+        worker_id: str,
+    ) -> None:
+        self._broker = broker
+        self._sessions = sessions
+        self._retry_delays_s = retry_delays_s
+        self._worker_id = worker_id
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._accepting = False
+        self._toggle_lock = asyncio.Lock()
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    @property
+    def is_consuming(self) -> bool:
+        return self._consumer_tag is not None
+
+    async def start(self) -> None:
+        """Declare the topology and start consuming."""
+        self._channel = await self._broker.channel()
+        self._queue = await declare_job_topology(self._channel, self._broker.topo)
+        await declare_retry_queues(self._channel, self._broker.topo, self._retry_delays_s)
+        self._accepting = True
+        await self.refresh()
+
+    def capacity_changed(self) -> None:
+        """Called by the session manager whenever a slot is taken or freed."""
+        if self._accepting:
+            task = asyncio.create_task(self.refresh())
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def refresh(self) -> None:
+        """Consume while there is free capacity (prefetch = free slots); pause when full."""
+        async with self._toggle_lock:
+            free = self._sessions.free
+            if self._accepting and free > 0 and self._consumer_tag is None:
+                assert self._channel is not None and self._queue is not None
+                await self._channel.set_qos(prefetch_count=free)
+                self._consumer_tag = await self._queue.consume(self._on_message)
+                log.info("intake.consuming", free=free)
+            elif (not self._accepting or free == 0) and self._consumer_tag is not None:
+                tag, self._consumer_tag = self._consumer_tag, None
+                assert self._queue is not None
+                with contextlib.suppress(
+                    aiormq.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError
+                ):
+                    await self._queue.cancel(tag)
+                log.info("intake.paused", free=free, accepting=self._accepting)
+
+    async def stop_accepting(self) -> None:
+        """Stop taking jobs at once (drain); jobs not yet started go back to the queue."""
+        self._accepting = False
+        await self.refresh()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if not self._accepting:
+            await self._settle(message, Outcome("requeue", reason="worker draining"))
+            return
+        try:
+            job = parse_job(message.body)
+        except InvalidMessage as exc:
+            log.warning("intake.invalid_job", reason=exc.reason, session_id=exc.session_id)
+            await self._settle(message, Outcome("dead_letter", reason=exc.reason))
+            return
+        if self._sessions.is_known(job.session_id):
+            log.info("intake.duplicate", session_id=job.session_id)
+            await self._settle(message, Outcome("ack", reason="duplicate"))
+            return
+        if not self._sessions.try_reserve():
+            await self._settle(message, Outcome("requeue", reason="worker full"))
+            await self.refresh()
+            return
+        self.capacity_changed()
+        route = EventRoute.for_job(
+            job,
+            worker_id=self._worker_id,
+            attempt=attempt_of(message),
+            reply_to=message.reply_to,
+            correlation_id=message.correlation_id or message.message_id,
+        )
+        outcome = await self._sessions.start(job, route)
+        await self._settle(message, outcome)
+
+    async def _settle(self, message: AbstractIncomingMessage, outcome: Outcome) -> None:
+        """Carry out an outcome on the delivery; a lost channel means RabbitMQ redelivers it."""
+        try:
+            if outcome.action == "ack":
+                await message.ack()
+            elif outcome.action == "requeue":
+                await message.nack(requeue=True)
+            elif outcome.action == "retry":
+                await self._republish_for_retry(message, outcome.delay_s)
+                await message.ack()
+            else:
+                await self._dead_letter(message, outcome.reason)
+                await message.ack()
+        except (
+            TimeoutError,
+            aiormq.exceptions.AMQPError,
+            aio_pika.exceptions.ChannelInvalidStateError,
+            ConnectionError,
+        ) as exc:
+            log.warning("intake.settle_failed", action=outcome.action, error=type(exc).__name__)
+
+    async def _republish_for_retry(self, message: AbstractIncomingMessage, delay_s: float) -> None:
+        headers: dict[str, Any] = dict(message.headers or {})
+        headers[ATTEMPT_HEADER] = attempt_of(message) + 1
+        await self._broker.publish(
+            self._copy(message, headers), routing_key=self._broker.topo.retry_queue(delay_s)
+        )
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        headers: dict[str, Any] = dict(message.headers or {})
+        headers[ERROR_HEADER] = reason.replace("\n", " ")[:500]
+        headers["x-avatar-worker"] = self._worker_id
+        await self._broker.publish(
+            self._copy(message, headers), routing_key=self._broker.topo.dead_letter_queue
+        )
+        log.warning("intake.dead_lettered", reason=headers[ERROR_HEADER])
+
+    @staticmethod
+    def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+        copy = json_message(
+            message.body,
+            headers=headers,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+            message_id=message.message_id,
+        )
+        copy.content_type = message.content_type or "application/json"
+        return copy
+
+    async def aclose(self) -> None:
+        self._accepting = False
+        for task in list(self._in_flight):
+            task.cancel()
+        if self._channel is not None and not self._channel.is_closed:
+            with contextlib.suppress(Exception):
+                await self._channel.close()

@@ -1,0 +1,351 @@
+"""Live sessions of this worker: capacity, each session's lifecycle and events, stop and drain.
+
+`start()` returns what should happen to the job's delivery (an `Outcome`); acting on it is
+`worker.intake`'s job. Every session that published `accepted` publishes exactly one `ended` or
+`failed`, and its provider resources are released on every path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import structlog
+
+from tavus.errors import ProviderError
+from worker.broker import Broker
+from worker.contract import EndReason, EventError, SessionJob
+from worker.events import EventPublisher, EventRoute
+from worker.modes import ModeResolver
+from worker.sessions.base import LiveSession, SessionFailure, SessionRunner
+
+log = structlog.get_logger("worker.manager")
+
+RELEASE_TIMEOUT_S = 30.0
+FINISHED_MEMORY = 10_000
+
+Action = Literal["ack", "requeue", "retry", "dead_letter"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to do with the job's delivery once the session is ready or has failed to start."""
+
+    action: Action
+    delay_s: float = 0.0
+    reason: str = ""
+
+
+@dataclass
+class SessionState:
+    job: SessionJob
+    route: EventRoute
+    started_at: float = field(default_factory=time.monotonic)
+    stop_reason: EndReason | None = None
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    live: LiveSession | None = None
+    task: asyncio.Task[None] | None = None
+
+    def request_stop(self, reason: EndReason) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.stop_requested.set()
+
+
+class _StopDuringStart(Exception):
+    pass
+
+
+class SessionManager:
+    """Owns the live sessions and the capacity of this worker process."""
+
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        events: EventPublisher,
+        modes: ModeResolver,
+        worker_id: str,
+        max_sessions: int,
+        max_attempts: int,
+        retry_delays_s: list[float],
+        on_capacity_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._broker = broker
+        self._events = events
+        self._modes = modes
+        self.worker_id = worker_id
+        self.max_sessions = max_sessions
+        self._max_attempts = max_attempts
+        self._retry_delays_s = retry_delays_s
+        self._on_capacity_change = on_capacity_change
+        self._sessions: dict[str, SessionState] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._reserved = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- capacity -------------------------------------------------------------------------
+    @property
+    def taken(self) -> int:
+        return self._reserved + len(self._sessions)
+
+    @property
+    def free(self) -> int:
+        return max(self.max_sessions - self.taken, 0)
+
+    def try_reserve(self) -> bool:
+        """Take a slot for a job being looked at; False when the worker is full."""
+        if self.taken >= self.max_sessions:
+            return False
+        self._reserved += 1
+        self._idle.clear()
+        return True
+
+    def _unreserve(self) -> None:
+        self._reserved -= 1
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.taken == 0:
+            self._idle.set()
+        self._on_capacity_change()
+
+    def is_known(self, session_id: str) -> bool:
+        """True when the session is live here or finished here recently (a duplicate)."""
+        return session_id in self._sessions or session_id in self._finished
+
+    def sessions(self) -> list[SessionState]:
+        return list(self._sessions.values())
+
+    # --- one session ------------------------------------------------------------------------
+    async def start(self, job: SessionJob, route: EventRoute) -> Outcome:
+        """Run a reserved job up to `ready` (or its end); the session then goes on in a task."""
+        state = SessionState(job, route)
+        self._sessions[job.session_id] = state
+        self._reserved -= 1
+        outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        state.task = asyncio.create_task(
+            self._lifecycle(state, outcome), name=f"session-{job.session_id}"
+        )
+        return await asyncio.shield(outcome)
+
+    def stop(self, session_id: str, reason: EndReason = "stopped") -> bool:
+        """End a session of this worker; False when it is not here (harmless)."""
+        state = self._sessions.get(session_id)
+        if state is None:
+            return False
+        state.request_stop(reason)
+        return True
+
+    async def _lifecycle(self, state: SessionState, outcome: asyncio.Future[Outcome]) -> None:
+        job, route = state.job, state.route
+        structlog.contextvars.bind_contextvars(session_id=job.session_id, attempt=route.attempt)
+        try:
+            result = await self._begin(state)
+            if result is not None:
+                outcome.set_result(result)
+                return
+            outcome.set_result(Outcome("ack"))
+            await self._follow(state)
+        except asyncio.CancelledError:
+            if not outcome.done():
+                outcome.set_result(Outcome("requeue", reason="worker stopping"))
+            raise
+        except Exception as exc:  # the task must never die silently: a bug becomes `failed`
+            log.exception("session.crashed", error=type(exc).__name__)
+            await self._fail(
+                state,
+                "internal_error",
+                f"the worker hit an internal error ({type(exc).__name__}); see the worker logs",
+                retryable=False,
+            )
+            if not outcome.done():
+                outcome.set_result(
+                    Outcome("dead_letter", reason=f"internal error: {type(exc).__name__}")
+                )
+        finally:
+            await self._forget(state)
+
+    async def _begin(self, state: SessionState) -> Outcome | None:
+        """Claim, dedupe, expire, provision and publish `ready`; an Outcome when it stops early."""
+        job, route = state.job, state.route
+        if not await self._broker.claim(job.session_id):
+            log.info("session.duplicate_live_elsewhere")
+            return Outcome("ack", reason="duplicate: live on another worker")
+        try:
+            resolution = self._modes.resolve(job.mode)
+        except SessionFailure as exc:
+            await self._events.failed(
+                route, EventError(code=exc.code, message=exc.message, retryable=False)
+            )
+            return Outcome("ack", reason=exc.code)
+        route.mode = resolution.mode
+        runner = resolution.runner
+        try:
+            existing = await runner.lookup(job)
+        except ProviderError as exc:
+            return await self._provider_failure(state, runner, exc, accepted=False)
+        if existing is not None and existing.finished:
+            log.info("session.duplicate_finished")
+            return Outcome("ack", reason="duplicate: session already finished")
+        if job.not_after is not None and job.is_expired():
+            await self._events.expired(route, job.not_after)
+            return Outcome("ack", reason="expired")
+        await self._events.accepted(route)
+        try:
+            state.live = await self._start_unless_stopped(state, runner, existing)
+        except _StopDuringStart:
+            await self._cleanup(runner, job)
+            await self._events.ended(route, state.stop_reason or "stopped", self._age(state))
+            return Outcome("ack", reason="stopped while starting")
+        except ProviderError as exc:
+            return await self._provider_failure(state, runner, exc, accepted=True)
+        except SessionFailure as exc:
+            await self._cleanup(runner, job)
+            await self._events.failed(
+                route, EventError(code=exc.code, message=exc.message, retryable=exc.retryable)
+            )
+            return Outcome("ack", reason=exc.code)
+        ready = state.live.ready
+        await self._events.ready(
+            route,
+            room_url=ready.room_url,
+            user_token=ready.user_token,
+            conversation_id=ready.conversation_id,
+            conversation_url=ready.conversation_url,
+            fallback_reason=resolution.fallback_reason,
+        )
+        return None
+
+    async def _start_unless_stopped(
+        self, state: SessionState, runner: SessionRunner, existing: object
+    ) -> LiveSession:
+        start = asyncio.create_task(runner.start(state.job, existing))  # type: ignore[arg-type]
+        stop = asyncio.create_task(state.stop_requested.wait())
+        try:
+            done, _ = await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if start in done:
+            return start.result()
+        start.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            live = await start
+            await live.release()
+        raise _StopDuringStart
+
+    async def _follow(self, state: SessionState) -> None:
+        """Wait for the end (provider, stop, max duration), release, publish `ended`."""
+        assert state.live is not None
+        live, job = state.live, state.job
+        provider_end = asyncio.create_task(live.wait_end())
+        stop = asyncio.create_task(state.stop_requested.wait())
+        remaining_s = max(job.max_duration_s - self._age(state), 0)
+        try:
+            done, _ = await asyncio.wait(
+                {provider_end, stop}, timeout=remaining_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stop.cancel()
+            if not provider_end.done():
+                provider_end.cancel()
+        if (
+            provider_end in done
+            and not provider_end.cancelled()
+            and provider_end.exception() is None
+        ):
+            reason: EndReason = provider_end.result()
+        elif stop in done or state.stop_reason is not None:
+            reason = state.stop_reason or "stopped"
+        else:
+            reason = "max_duration"
+        await self._release(live)
+        await self._events.ended(state.route, reason, self._age(state))
+
+    async def _provider_failure(
+        self, state: SessionState, runner: SessionRunner, exc: ProviderError, *, accepted: bool
+    ) -> Outcome:
+        job, route = state.job, state.route
+        log.warning("session.provider_error", code=exc.code, status=exc.status, error=exc.message)
+        await self._cleanup(runner, job)
+        error = EventError(**exc.as_event_error())  # type: ignore[arg-type]
+        if exc.retryable and route.attempt < self._max_attempts:
+            delay = self.retry_delay_s(route.attempt, getattr(exc, "retry_after_s", None))
+            await self._events.retrying(route, error, delay)
+            return Outcome("retry", delay_s=delay, reason=exc.code)
+        if exc.retryable:
+            error = EventError(
+                code=exc.code,
+                retryable=False,
+                message=(f"{exc.message} (gave up after {route.attempt} attempts)"),
+            )
+            await self._events.failed(route, error)
+            return Outcome("dead_letter", reason=f"{exc.code} after {route.attempt} attempts")
+        await self._events.failed(route, error)
+        return Outcome("ack", reason=exc.code)
+
+    def retry_delay_s(self, attempt: int, retry_after_s: float | None = None) -> float:
+        """The backoff step for the next attempt (the smallest one covering Retry-After)."""
+        delays = sorted(self._retry_delays_s)
+        delay = delays[min(attempt - 1, len(delays) - 1)]
+        if retry_after_s:
+            delay = next((d for d in delays if d >= retry_after_s), delays[-1])
+        return delay
+
+    async def _fail(self, state: SessionState, code: str, message: str, *, retryable: bool) -> None:
+        if state.live is not None:
+            await self._release(state.live)
+        with contextlib.suppress(Exception):
+            await self._events.failed(
+                state.route, EventError(code=code, message=message, retryable=retryable)
+            )
+
+    async def _release(self, live: LiveSession) -> None:
+        try:
+            await asyncio.shield(asyncio.wait_for(live.release(), RELEASE_TIMEOUT_S))
+        except (ProviderError, TimeoutError) as exc:
+            log.error("session.release_failed", error=str(exc))
+
+    async def _cleanup(self, runner: SessionRunner, job: SessionJob) -> None:
+        try:
+            await asyncio.shield(asyncio.wait_for(runner.cleanup(job), RELEASE_TIMEOUT_S))
+        except (ProviderError, TimeoutError) as exc:
+            log.error("session.cleanup_failed", error=str(exc))
+
+    async def _forget(self, state: SessionState) -> None:
+        sid = state.job.session_id
+        self._sessions.pop(sid, None)
+        self._finished[sid] = None
+        while len(self._finished) > FINISHED_MEMORY:
+            self._finished.popitem(last=False)
+        with contextlib.suppress(Exception):
+            await self._broker.release_claim(sid)
+        structlog.contextvars.clear_contextvars()
+        self._changed()
+
+    @staticmethod
+    def _age(state: SessionState) -> float:
+        return time.monotonic() - state.started_at
+
+    # --- shutdown -----------------------------------------------------------------------------
+    async def drain(self, timeout_s: float) -> None:
+        """Let live sessions run up to `timeout_s`, then end the rest with `worker_shutdown`."""
+        if self._sessions:
+            log.info("worker.draining", live=len(self._sessions), timeout_s=timeout_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout_s)
+        await self.end_all("worker_shutdown")
+
+    async def end_all(self, reason: EndReason) -> None:
+        states = list(self._sessions.values())
+        for state in states:
+            state.request_stop(reason)
+        tasks = [s.task for s in states if s.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=RELEASE_TIMEOUT_S + 5)

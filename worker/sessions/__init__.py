@@ -1,0 +1,1 @@
+"""Session runners: one per mode, behind the `SessionRunner` interface of `base`."""

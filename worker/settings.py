@@ -1,0 +1,111 @@
+"""The one place that reads the environment (and `.env`): every setting of the worker, with defaults.
+
+Names from the original backend are kept (shared/CONTRACT.md); secrets are `SecretStr`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Mode = Literal["auto", "pipecat_daily", "phoenix_rest"]
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """Worker configuration; see the README's configuration table for what each one does."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # --- providers (names kept from the original backend) -------------------------------------
+    tavus_api_key: SecretStr | None = None
+    tavus_base_url: str = "https://tavusapi.com/v2"
+    tavus_default_replica_id: str | None = None
+    tavus_avatar_mode: Mode = "auto"
+    daily_api_key: SecretStr | None = None
+    daily_api_url: str = "https://api.daily.co/v1"
+    daily_avatar_privacy: Literal["private", "public"] = "private"
+    provider_timeout_s: float = Field(10.0, gt=0)
+    provider_retry_attempts: int = Field(3, ge=1, le=10)
+
+    # --- pipecat_daily pipeline providers ----------------------------------------------------
+    deepgram_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
+    llm_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    cartesia_api_key: SecretStr | None = None
+    cartesia_voice_id: str = "71a7ad14-091c-4e8e-a314-022ece01c121"
+
+    # --- broker (names of the contract; each can be changed) ---------------------------------
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/")
+    amqp_jobs_exchange: str = "avatar.jobs"
+    amqp_jobs_routing_key: str = "session.start"
+    amqp_jobs_queue: str = "avatar.sessions"
+    amqp_events_exchange: str = "avatar.events"
+    amqp_control_exchange: str = "avatar.control"
+    amqp_dead_letter_queue: str = "avatar.sessions.dead"
+
+    # --- worker behaviour --------------------------------------------------------------------
+    worker_id: str = Field(default_factory=_default_worker_id)
+    worker_max_sessions: int = Field(10, ge=1, le=2000)
+    worker_max_attempts: int = Field(5, ge=1, le=50)
+    worker_retry_delays_s: Annotated[list[float], NoDecode] = Field(default=[2.0, 10.0, 30.0, 60.0])
+    worker_drain_timeout_s: float = Field(1800.0, ge=0)
+    worker_poll_interval_s: float = Field(3.0, gt=0)
+    worker_session_name_prefix: str = "aw-"
+    worker_default_max_duration_s: int = Field(1800, ge=60, le=14400)
+    worker_dedupe_scan_pages: int = Field(10, ge=1)
+
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("worker_retry_delays_s", mode="before")
+    @classmethod
+    def _parse_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(part) for part in value.replace(" ", "").split(",") if part]
+        return value
+
+    @field_validator("worker_retry_delays_s")
+    @classmethod
+    def _check_delays(cls, value: list[float]) -> list[float]:
+        if not value or any(d <= 0 for d in value):
+            raise ValueError(
+                "WORKER_RETRY_DELAYS_S needs one or more positive numbers, e.g. 2,10,30"
+            )
+        return value
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redactor (never logged themselves)."""
+        secrets = [
+            self.tavus_api_key,
+            self.daily_api_key,
+            self.deepgram_api_key,
+            self.openai_api_key,
+            self.cartesia_api_key,
+        ]
+        values = [s.get_secret_value() for s in secrets if s is not None]
+        password = _amqp_password(self.amqp_url.get_secret_value())
+        if password:
+            values.append(password)
+        return [v for v in values if len(v) >= 4]
+
+    def amqp_url_for_display(self) -> str:
+        """The broker URL with its password hidden."""
+        url = self.amqp_url.get_secret_value()
+        password = _amqp_password(url)
+        return url.replace(f":{password}@", ":***@", 1) if password else url
+
+
+def _amqp_password(url: str) -> str | None:
+    if "@" not in url or "://" not in url:
+        return None
+    creds = url.split("://", 1)[1].rsplit("@", 1)[0]
+    return creds.split(":", 1)[1] if ":" in creds else None

@@ -1,0 +1,320 @@
+"""Builds one session's pipeline: Tavus over Daily, the canonical Pipecat 1.14 topology.
+
+``transport.input → stt → user aggregator (Silero VAD) → llm → tts → Tavus → transport.output →
+assistant aggregator``. The transport and the services come from small factories so tests can
+pass fakes; Daily and Tavus classes are imported only inside the default factories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+import structlog
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.frames.frames import LLMRunFrame, TTSSpeakFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.transports.base_transport import BaseTransport
+from pydantic import SecretStr
+
+from pipelines.availability import daily_availability
+from pipelines.avatar import (
+    AvatarConnection,
+    ReplicaPresenceObserver,
+    conversation_middleware,
+    point_tavus_at,
+)
+from pipelines.config import ProviderConfig, TavusAvatarConfig, TavusConversationOptions
+from pipelines.errors import DailyUnavailableError, ProviderConfigError
+
+log = structlog.get_logger(__name__)
+
+GREETING_INSTRUCTION = (
+    "The user has just joined the call. Greet them briefly in one or two sentences "
+    "and invite them to talk."
+)
+# Tavus/Pipecat language names → (Deepgram language, Cartesia language); ISO codes pass through.
+_LANGUAGES: dict[str, tuple[str, str | None]] = {
+    "english": ("en", "en"),
+    "multilingual": ("multi", None),
+    "spanish": ("es", "es"),
+    "french": ("fr", "fr"),
+    "german": ("de", "de"),
+    "italian": ("it", "it"),
+    "portuguese": ("pt", "pt"),
+    "dutch": ("nl", "nl"),
+    "japanese": ("ja", "ja"),
+    "hindi": ("hi", "hi"),
+}
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """Everything one session's pipeline is built from (values; the worker resolves them).
+
+    ``system_prompt`` and ``context`` come from the resolved persona, ``conversational_context``
+    from the job. ``bot_token`` is the bot's meeting token for ``room_url`` (None for a public
+    room).
+    """
+
+    session_id: str
+    room_url: str
+    bot_token: SecretStr | None
+    system_prompt: str
+    tavus: TavusAvatarConfig
+    providers: ProviderConfig = field(default_factory=ProviderConfig)
+    context: str | None = None
+    conversational_context: str | None = None
+    custom_greeting: str | None = None
+    language: str | None = None
+    idle_timeout_s: float | None = 300.0
+    setup_timeout_s: float = 30.0
+    tavus_http_timeout_s: float = 15.0
+    bot_name: str = "Avatar"
+    conversation: TavusConversationOptions = field(default_factory=TavusConversationOptions)
+
+    def system_message(self) -> str:
+        """The LLM's system message: persona prompt, persona context, this session's context."""
+        parts = [self.system_prompt.strip()]
+        if self.context:
+            parts.append(f"Background:\n{self.context.strip()}")
+        if self.conversational_context:
+            parts.append(f"About this conversation:\n{self.conversational_context.strip()}")
+        if self.language and self.language.lower() != "multilingual":
+            parts.append(f"Always answer in {self.language}.")
+        parts.append("Your replies are spoken aloud: no markdown, lists or emoji.")
+        return "\n\n".join(parts)
+
+
+class ServiceFactory(Protocol):
+    """Makes the STT, LLM, TTS and avatar processors of one session."""
+
+    def create_stt(self, spec: SessionSpec) -> FrameProcessor: ...
+
+    def create_llm(self, spec: SessionSpec) -> FrameProcessor: ...
+
+    def create_tts(self, spec: SessionSpec) -> FrameProcessor: ...
+
+    def create_avatar(
+        self, spec: SessionSpec, http: aiohttp.ClientSession, connection: AvatarConnection
+    ) -> FrameProcessor:
+        """The processor between TTS and the output transport that renders the replica.
+
+        ``http`` already carries the middleware that fills ``connection``; a fake that makes no
+        HTTP calls reports to ``connection`` itself.
+        """
+        ...
+
+
+TransportFactory = Callable[[SessionSpec], BaseTransport]
+
+
+class DefaultServiceFactory:
+    """Deepgram STT, an OpenAI-compatible LLM, Cartesia TTS and Pipecat's TavusVideoService."""
+
+    def create_stt(self, spec: SessionSpec) -> FrameProcessor:
+        """Deepgram streaming STT in the session's language."""
+        from pipecat.services.deepgram.stt import DeepgramSTTService
+
+        cfg = spec.providers.stt
+        stt_language = _language_codes(spec.language)[0]
+        settings = DeepgramSTTService.Settings(model=cfg.model)
+        if stt_language is not None:
+            settings.language = stt_language
+        stt: FrameProcessor = DeepgramSTTService(api_key=_secret(cfg.api_key), settings=settings)
+        return stt
+
+    def create_llm(self, spec: SessionSpec) -> FrameProcessor:
+        """An OpenAI-compatible chat LLM at the configured base URL."""
+        from pipecat.services.openai.llm import OpenAILLMService
+
+        cfg = spec.providers.llm
+        llm: FrameProcessor = OpenAILLMService(
+            api_key=_secret(cfg.api_key),
+            base_url=cfg.base_url,
+            settings=OpenAILLMService.Settings(model=cfg.model),
+        )
+        return llm
+
+    def create_tts(self, spec: SessionSpec) -> FrameProcessor:
+        """Cartesia streaming TTS with the configured voice."""
+        from pipecat.services.cartesia.tts import CartesiaTTSService
+
+        cfg = spec.providers.tts
+        tts_language = _language_codes(spec.language)[1]
+        settings = CartesiaTTSService.Settings(voice=cfg.voice_id)
+        if cfg.model is not None:
+            settings.model = cfg.model
+        if tts_language is not None:
+            settings.language = tts_language
+        tts: FrameProcessor = CartesiaTTSService(api_key=_secret(cfg.api_key), settings=settings)
+        return tts
+
+    def create_avatar(
+        self, spec: SessionSpec, http: aiohttp.ClientSession, connection: AvatarConnection
+    ) -> FrameProcessor:
+        """Pipecat's TavusVideoService, pointed at the configured Tavus base URL."""
+        _require_daily()
+        from pipecat.services.tavus.video import TavusVideoService
+
+        point_tavus_at(spec.tavus.base_url)
+        avatar: FrameProcessor = TavusVideoService(
+            api_key=spec.tavus.api_key.get_secret_value(),
+            replica_id=spec.tavus.replica_id,
+            persona_id=spec.tavus.persona_id,
+            session=http,
+        )
+        return avatar
+
+
+def daily_transport(spec: SessionSpec) -> BaseTransport:
+    """The bot's DailyTransport in the user room: audio in/out and live 1280×720 video out."""
+    _require_daily()
+    from pipecat.transports.daily.transport import DailyParams, DailyTransport
+
+    params = DailyParams(
+        audio_in_enabled=True,
+        audio_out_enabled=True,
+        video_out_enabled=True,
+        video_out_is_live=True,
+        video_out_width=1280,
+        video_out_height=720,
+        # Tavus streams continuously (silence included): no silence of our own.
+        audio_out_auto_silence=False,
+    )
+    token = spec.bot_token.get_secret_value() if spec.bot_token is not None else None
+    transport: BaseTransport = DailyTransport(spec.room_url, token, spec.bot_name, params)
+    return transport
+
+
+@dataclass
+class BuiltPipeline:
+    """One session's pipeline, ready for `pipelines.session.run_session`.
+
+    Owns the HTTP session used for Tavus; `aclose` releases it (idempotent).
+    """
+
+    spec: SessionSpec
+    pipeline: Pipeline
+    worker: PipelineWorker
+    transport: BaseTransport
+    context: LLMContext
+    avatar: AvatarConnection
+    http: aiohttp.ClientSession
+
+    async def aclose(self) -> None:
+        """Close the HTTP session (after the pipeline has ended its Tavus conversation)."""
+        if not self.http.closed:
+            await self.http.close()
+
+
+async def build_pipeline(
+    spec: SessionSpec,
+    *,
+    services: ServiceFactory | None = None,
+    transport_factory: TransportFactory | None = None,
+) -> BuiltPipeline:
+    """Build the pipeline and its PipelineWorker for one session (nothing connects yet).
+
+    With the default factories, raises `DailyUnavailableError` where daily-python cannot run
+    and `ProviderConfigError` when a provider key is missing.
+    """
+    services = services or _default_services(spec)
+    transport = (transport_factory or daily_transport)(spec)
+    context = LLMContext(messages=[{"role": "system", "content": spec.system_message()}])
+    user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
+        context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
+    )
+    stt, llm, tts = services.create_stt(spec), services.create_llm(spec), services.create_tts(spec)
+    connection = AvatarConnection()
+    http = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=spec.tavus_http_timeout_s),
+        middlewares=(conversation_middleware(connection, spec.tavus.base_url, spec.conversation),),
+    )
+    try:
+        avatar = services.create_avatar(spec, http, connection)
+        pipeline = Pipeline(
+            [
+                transport.input(),
+                stt,
+                user_aggregator,
+                llm,
+                tts,
+                avatar,
+                transport.output(),
+                assistant_aggregator,
+            ]
+        )
+        worker = PipelineWorker(
+            pipeline,
+            params=PipelineParams(
+                audio_in_sample_rate=16000,
+                audio_out_sample_rate=24000,
+                enable_metrics=True,
+                enable_usage_metrics=True,
+            ),
+            idle_timeout_secs=spec.idle_timeout_s,
+            setup_timeout_secs=spec.setup_timeout_s,
+            # The user joins with a plain Daily client, not an RTVI client.
+            enable_rtvi=False,
+            conversation_id=spec.session_id,
+            observers=[ReplicaPresenceObserver(connection, avatar)],
+        )
+    except BaseException:
+        await http.close()
+        raise
+    built = BuiltPipeline(spec, pipeline, worker, transport, context, connection, http)
+    _greet_on_first_participant(built)
+    return built
+
+
+def _greet_on_first_participant(built: BuiltPipeline) -> None:
+    """Speak the custom greeting verbatim, or let the LLM greet, when the user first joins."""
+    spec = built.spec
+
+    async def greet(_transport: BaseTransport, _participant: object) -> None:
+        log.info("session.user_joined", session_id=spec.session_id)
+        if spec.custom_greeting:
+            await built.worker.queue_frame(TTSSpeakFrame(spec.custom_greeting))
+            return
+        built.context.add_message({"role": "system", "content": GREETING_INSTRUCTION})
+        await built.worker.queue_frame(LLMRunFrame())
+
+    built.transport.add_event_handler("on_first_participant_joined", greet)
+
+
+def _default_services(spec: SessionSpec) -> ServiceFactory:
+    missing = spec.providers.missing_settings()
+    if missing:
+        raise ProviderConfigError(f"set {', '.join(missing)} to run pipecat_daily sessions")
+    return DefaultServiceFactory()
+
+
+def _require_daily() -> None:
+    available, reason = daily_availability()
+    if not available:
+        raise DailyUnavailableError(reason or "daily-python is not available")
+
+
+def _language_codes(language: str | None) -> tuple[str | None, str | None]:
+    """The (Deepgram, Cartesia) language codes for a job's ``language``; None keeps the default."""
+    if not language:
+        return None, None
+    name = language.strip().lower()
+    if name in _LANGUAGES:
+        return _LANGUAGES[name]
+    return name, name
+
+
+def _secret(value: SecretStr | None) -> str:
+    # Only reached after missing_settings() said the key is there.
+    return value.get_secret_value() if value is not None else ""

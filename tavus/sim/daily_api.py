@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from tavus.sim.context import CONTEXT, SimContext
-from tavus.sim.http_layer import API_KEY, INVALID_JSON, read_json
+from tavus.sim.http_layer import INVALID_JSON, daily_key, read_json
 from tavus.sim.tokens import (
     InvalidTokenError,
     claims_from_properties,
@@ -176,14 +176,14 @@ async def create_meeting_token(request: web.Request) -> web.StreamResponse:
         return invalid_request(error)
     claims = claims_from_properties(properties)
     claims |= {"d": ctx.config.daily_domain_id, "iat": int(now_s)}
-    return web.json_response({"token": encode_hs256(claims, request[API_KEY])})
+    return web.json_response({"token": encode_hs256(claims, daily_key(request))})
 
 
 async def validate_meeting_token(request: web.Request) -> web.StreamResponse:
     """GET /v1/meeting-tokens/{token}[?ignoreNbf=true]: the properties under their long names."""
     ctx = request.app[CONTEXT]
     try:
-        claims = decode_hs256(request.match_info["token"], request[API_KEY])
+        claims = decode_hs256(request.match_info["token"], daily_key(request))
     except InvalidTokenError:
         return invalid_request("token is invalid or belongs to another domain")
     now_s = ctx.clock()

@@ -18,7 +18,6 @@ from tavus.sim.ratelimit import daily_bucket
 log = structlog.get_logger(__name__)
 
 INVALID_JSON = object()  # what ``read_json`` returns for a body that is not JSON
-API_KEY = "sim_api_key"  # request-scoped key (used to sign Daily tokens); never recorded
 
 
 def provider_for(path: str) -> str | None:
@@ -43,6 +42,11 @@ async def read_json(request: web.Request) -> Any:
 def tavus_key(request: web.Request, ctx: SimContext) -> str | None:
     key = request.headers.get("x-api-key", "")
     return key if key in ctx.config.tavus_api_keys else None
+
+
+def daily_key(request: web.Request) -> str:
+    """The Bearer key of a request that already passed auth (it signs Daily tokens)."""
+    return request.headers.get("Authorization", "").partition(" ")[2].strip()
 
 
 def _daily_auth(request: web.Request, ctx: SimContext) -> tuple[str | None, web.Response | None]:
@@ -93,7 +97,6 @@ async def _guarded(
                     status=429,
                     headers=headers if ctx.config.sends_retry_after else None,
                 )
-    request[API_KEY] = key
     try:
         return await handler(request)
     except web.HTTPException as exc:  # unknown route or method: answer in the provider's shape

@@ -7,6 +7,7 @@ middleware does, and pushes one replica video frame when the replica "joins".
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -88,9 +89,11 @@ class FakeTTS(TTSService):
             stop_frame_timeout_s=0.1,
         )
         self.spoken: list[str] = []
+        self.has_spoken = asyncio.Event()
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         self.spoken.append(text)
+        self.has_spoken.set()
         yield TTSAudioRawFrame(
             audio=b"\0\0" * 1600, sample_rate=16000, num_channels=1, context_id=context_id
         )
@@ -110,7 +113,8 @@ class FakeAvatar(FrameProcessor):
     """Stands in for TavusVideoService: "creates" the conversation in setup(), like Pipecat's.
 
     ``conversation_id=None`` plays a Tavus that refused (Pipecat then runs on without an
-    avatar); ``replica_joins`` pushes one replica video frame once the pipeline starts.
+    avatar); ``replica_joins`` pushes one replica video frame once the pipeline starts;
+    ``fatal_error`` pushes an error that makes it unusable instead.
     """
 
     def __init__(
@@ -120,12 +124,14 @@ class FakeAvatar(FrameProcessor):
         conversation_id: str | None = "conv-1",
         failure_reason: str | None = None,
         replica_joins: bool = True,
+        fatal_error: str | None = None,
     ) -> None:
         super().__init__()
         self._connection = connection
         self._conversation_id = conversation_id
         self._failure_reason = failure_reason
         self._replica_joins = replica_joins
+        self._fatal_error = fatal_error
         self.audio_frames = 0
 
     async def setup(self, setup: FrameProcessorSetup) -> None:
@@ -141,7 +147,11 @@ class FakeAvatar(FrameProcessor):
             self.audio_frames += 1  # Tavus consumes TTS audio and sends it to the replica.
             return
         await self.push_frame(frame, direction)
-        if isinstance(frame, StartFrame) and self._replica_joins:
+        if not isinstance(frame, StartFrame):
+            return
+        if self._fatal_error is not None:
+            await self.push_error(self._fatal_error, force_treat_as_permanent=True)
+        elif self._replica_joins:
             await self.push_frame(OutputImageRawFrame(image=b"\0" * 48, size=(4, 4), format="RGB"))
 
 
@@ -149,7 +159,8 @@ class FakeTransport(BaseTransport):
     """A Daily-like transport: joins in the input's setup() and reports through Daily's events.
 
     ``join_error`` makes the join fail the way DailyTransport's does (``on_error``, then the
-    pipeline starts anyway). `user_joins` / `user_leaves` play the user.
+    pipeline starts anyway); ``join_delay_s`` makes it slow. `user_joins` / `user_leaves` play
+    the user.
     """
 
     EVENTS = (
@@ -160,11 +171,12 @@ class FakeTransport(BaseTransport):
         "on_participant_left",
     )
 
-    def __init__(self, *, join_error: str | None = None) -> None:
+    def __init__(self, *, join_error: str | None = None, join_delay_s: float = 0.0) -> None:
         super().__init__(name="FakeTransport")
         for event in self.EVENTS:
             self._register_event_handler(event)
         self._join_error = join_error
+        self._join_delay_s = join_delay_s
         self._input = _FakeInput(self)
         self._output = _Passthrough(name="FakeOutput")
         self._first_participant_seen = False
@@ -176,6 +188,7 @@ class FakeTransport(BaseTransport):
         return self._output
 
     async def join(self) -> None:
+        await asyncio.sleep(self._join_delay_s)
         if self._join_error is not None:
             await self._call_event_handler("on_error", self._join_error)
         else:

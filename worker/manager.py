@@ -50,6 +50,8 @@ class SessionState:
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     live: LiveSession | None = None
     task: asyncio.Task[None] | None = None
+    is_finished: bool = False  # reached its one outcome: a later copy of the job is a duplicate
+    is_forgotten: bool = False
 
     def request_stop(self, reason: EndReason) -> None:
         if self.stop_reason is None:
@@ -149,6 +151,8 @@ class SessionManager:
         try:
             result = await self._begin(state)
             if result is not None:
+                # Bookkeeping first: a retried job may come straight back to this worker.
+                await self._forget(state)
                 outcome.set_result(result)
                 return
             outcome.set_result(Outcome("ack"))
@@ -159,16 +163,13 @@ class SessionManager:
             raise
         except Exception as exc:  # the task must never die silently: a bug becomes `failed`
             log.exception("session.crashed", error=type(exc).__name__)
-            await self._fail(
-                state,
-                "internal_error",
-                f"the worker hit an internal error ({type(exc).__name__}); see the worker logs",
-                retryable=False,
-            )
+            await self._fail(state, "internal_error",
+                             f"the worker hit an internal error ({type(exc).__name__}); "
+                             "see the worker logs", retryable=False)
+            await self._forget(state)
             if not outcome.done():
                 outcome.set_result(
-                    Outcome("dead_letter", reason=f"internal error: {type(exc).__name__}")
-                )
+                    Outcome("dead_letter", reason=f"internal error: {type(exc).__name__}"))
         finally:
             await self._forget(state)
 
@@ -181,6 +182,7 @@ class SessionManager:
         try:
             resolution = self._modes.resolve(job.mode)
         except SessionFailure as exc:
+            state.is_finished = True
             await self._events.failed(
                 route, EventError(code=exc.code, message=exc.message, retryable=False)
             )
@@ -192,9 +194,11 @@ class SessionManager:
         except ProviderError as exc:
             return await self._provider_failure(state, runner, exc, accepted=False)
         if existing is not None and existing.finished:
+            state.is_finished = True
             log.info("session.duplicate_finished")
             return Outcome("ack", reason="duplicate: session already finished")
         if job.not_after is not None and job.is_expired():
+            state.is_finished = True
             await self._events.expired(route, job.not_after)
             return Outcome("ack", reason="expired")
         await self._events.accepted(route)
@@ -202,12 +206,14 @@ class SessionManager:
             state.live = await self._start_unless_stopped(state, runner, existing)
         except _StopDuringStart:
             await self._cleanup(runner, job)
+            state.is_finished = True
             await self._events.ended(route, state.stop_reason or "stopped", self._age(state))
             return Outcome("ack", reason="stopped while starting")
         except ProviderError as exc:
             return await self._provider_failure(state, runner, exc, accepted=True)
         except SessionFailure as exc:
             await self._cleanup(runner, job)
+            state.is_finished = True
             await self._events.failed(
                 route, EventError(code=exc.code, message=exc.message, retryable=exc.retryable)
             )
@@ -266,6 +272,7 @@ class SessionManager:
         else:
             reason = "max_duration"
         await self._release(live)
+        state.is_finished = True
         await self._events.ended(state.route, reason, self._age(state))
 
     async def _provider_failure(
@@ -285,8 +292,10 @@ class SessionManager:
                 retryable=False,
                 message=(f"{exc.message} (gave up after {route.attempt} attempts)"),
             )
+            state.is_finished = True
             await self._events.failed(route, error)
             return Outcome("dead_letter", reason=f"{exc.code} after {route.attempt} attempts")
+        state.is_finished = True
         await self._events.failed(route, error)
         return Outcome("ack", reason=exc.code)
 
@@ -302,6 +311,7 @@ class SessionManager:
         if state.live is not None:
             await self._release(state.live)
         with contextlib.suppress(Exception):
+            state.is_finished = True
             await self._events.failed(
                 state.route, EventError(code=code, message=message, retryable=retryable)
             )
@@ -319,11 +329,15 @@ class SessionManager:
             log.error("session.cleanup_failed", error=str(exc))
 
     async def _forget(self, state: SessionState) -> None:
+        if state.is_forgotten:
+            return
+        state.is_forgotten = True
         sid = state.job.session_id
         self._sessions.pop(sid, None)
-        self._finished[sid] = None
-        while len(self._finished) > FINISHED_MEMORY:
-            self._finished.popitem(last=False)
+        if state.is_finished:
+            self._finished[sid] = None
+            while len(self._finished) > FINISHED_MEMORY:
+                self._finished.popitem(last=False)
         with contextlib.suppress(Exception):
             await self._broker.release_claim(sid)
         structlog.contextvars.clear_contextvars()

@@ -303,15 +303,14 @@ class JsonHttpClient:
     ) -> Reply:
         """One HTTP exchange, translated: a ``Reply`` or a ``ProviderError`` ``from`` the cause."""
         path = endpoint.format_map({k: quote(v, safe="") for k, v in (path_params or {}).items()})
+        request = self._client.build_request(method, path, params=params, json=json_body)
         started = time.perf_counter()
         status: int | None = None
         try:
-            response = await self._client.request(method, path, params=params, json=json_body)
+            response = await self._client.send(request)
             status = response.status_code
-        except httpx.TimeoutException as exc:
-            raise self._transport_error(method, path, exc) from exc
         except httpx.RequestError as exc:
-            raise self._transport_error(method, path, exc) from exc
+            raise self._transport_error(request, exc) from exc
         finally:
             self._observe(endpoint, status, time.perf_counter() - started)
         known_ids = {k: v for k, v in {**(path_params or {}), **(ids or {})}.items() if v}
@@ -395,9 +394,10 @@ class JsonHttpClient:
         error.args = (error.message,)
         return error
 
-    def _transport_error(self, method: str, path: str, exc: httpx.RequestError) -> ProviderError:
+    def _transport_error(self, request: httpx.Request, exc: httpx.RequestError) -> ProviderError:
         name = provider_title(self.provider)
-        url = str(exc.request.url.copy_with(query=None)) if _has_request(exc) else None
+        method, path = request.method, request.url.path
+        url = str(request.url.copy_with(query=None))
         if isinstance(exc, httpx.TimeoutException):
             error: ProviderError = ProviderTimeoutError(
                 f"{name} did not answer {method} {path} within {self.timeout_s:g} s"
@@ -451,11 +451,3 @@ def _public_url(url: str) -> str:
     except httpx.InvalidURL:
         return "an invalid URL"
     return str(parsed.copy_with(username=None, password=None, query=None))
-
-
-def _has_request(exc: httpx.RequestError) -> bool:
-    try:
-        exc.request  # noqa: B018  (raises RuntimeError when the request was never built)
-    except RuntimeError:
-        return False
-    return True

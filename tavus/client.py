@@ -292,8 +292,12 @@ class TavusClient:
             return model.model_validate(reply.body)
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "the body"
-            got = f"{reply.status} JSON whose {where} is wrong ({first['msg']})"
+            where = ".".join(str(part) for part in first["loc"])
+            got = (
+                f"{reply.status} JSON whose {where} is wrong ({first['msg']})"
+                if where
+                else f"{reply.status} a JSON {_json_kind(reply.body)}"
+            )
             message = unexpected_message(
                 "tavus",
                 method,
@@ -334,6 +338,11 @@ def _query(**values: str | int | None) -> dict[str, str | int]:
 
 def _flags(verbose: bool) -> dict[str, str | int]:
     return {"verbose": "true"} if verbose else {}
+
+
+def _json_kind(body: object) -> str:
+    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return kinds.get(type(body), "number")
 
 
 def _shape_name(model: type[BaseModel]) -> str:

@@ -4,13 +4,18 @@ expect, in order, records what it saw, and fails the test on anything else."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-Answer = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
+Answer = (
+    httpx.Response
+    | Exception
+    | Callable[[httpx.Request], httpx.Response]
+    | Callable[[httpx.Request], Awaitable[httpx.Response]]
+)
 
 
 @dataclass
@@ -41,7 +46,7 @@ class FakeTavus:
             return self.expect(method, path, httpx.Response(status, **kw))
         return self.expect(method, path, httpx.Response(status, json=body, **kw))
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: httpx.Request) -> httpx.Response | Awaitable[httpx.Response]:
         self.seen.append(request)
         path = request.url.raw_path.decode().partition("?")[0]  # still %-escaped
         where = f"{request.method} {path}"

@@ -134,7 +134,8 @@ class FakeAvatar(FrameProcessor):
         self._fatal_error = fatal_error
         self.audio_frames = 0
 
-    async def setup(self, setup: FrameProcessorSetup) -> None:
+    # Pipecat's FrameProcessor.setup itself narrows BaseObject.setup; we override the former.
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
         await super().setup(setup)
         if self._conversation_id is not None:
             self._connection.record_created(self._conversation_id, "https://tavus.example/r")
@@ -216,7 +217,8 @@ class _FakeInput(_Passthrough):
         super().__init__(name="FakeInput")
         self._transport = transport
 
-    async def setup(self, setup: FrameProcessorSetup) -> None:
+    # Pipecat's FrameProcessor.setup itself narrows BaseObject.setup; we override the former.
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
         await super().setup(setup)
         await self._transport.join()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pipecat.frames.frames import LLMRunFrame
 from pipecat.pipeline.worker import PipelineWorker
@@ -48,10 +50,10 @@ async def test_llm_context_holds_persona_prompt_and_contexts() -> None:
         spec, services=FakeServices(), transport_factory=lambda _: FakeTransport()
     )
     try:
-        messages = built.context.get_messages()
+        messages: list[Any] = built.context.get_messages()
         assert len(messages) == 1
         assert messages[0]["role"] == "system"
-        content = messages[0]["content"]
+        content = str(messages[0]["content"])
         assert "You are Ada, a patient tutor." in content
         assert "The learner studies algebra." in content
         assert "Today: linear equations." in content

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -149,9 +150,10 @@ def _run(args: argparse.Namespace) -> int:
     from worker.settings import Settings
 
     settings = Settings()
-    configure_logging(
-        level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values()
-    )
+    # Commands that print for a person keep the worker's own lines to warnings unless asked.
+    quiet = args.command in ("demo", "enqueue", "stop", "personas", "replicas", "conversations")
+    level = "WARNING" if quiet and "LOG_LEVEL" not in os.environ else settings.log_level
+    configure_logging(level=level, fmt=settings.log_format, secrets=settings.secret_values())
     if args.command == "run":
         from worker.app import run_worker
 

@@ -31,10 +31,12 @@ ERROR_HEADER = "x-avatar-error"
 
 def attempt_of(message: AbstractIncomingMessage) -> int:
     value = (message.headers or {}).get(ATTEMPT_HEADER, 1)
-    try:
-        return max(int(value), 1)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return 1
+    if isinstance(value, int | str):
+        try:
+            return max(int(value), 1)
+        except ValueError:
+            return 1
+    return 1
 
 
 class Intake:

@@ -163,13 +163,17 @@ class SessionManager:
             raise
         except Exception as exc:  # the task must never die silently: a bug becomes `failed`
             log.exception("session.crashed", error=type(exc).__name__)
-            await self._fail(state, "internal_error",
-                             f"the worker hit an internal error ({type(exc).__name__}); "
-                             "see the worker logs", retryable=False)
+            await self._fail(
+                state,
+                "internal_error",
+                f"the worker hit an internal error ({type(exc).__name__}); see the worker logs",
+                retryable=False,
+            )
             await self._forget(state)
             if not outcome.done():
                 outcome.set_result(
-                    Outcome("dead_letter", reason=f"internal error: {type(exc).__name__}"))
+                    Outcome("dead_letter", reason=f"internal error: {type(exc).__name__}")
+                )
         finally:
             await self._forget(state)
 
@@ -188,6 +192,7 @@ class SessionManager:
             )
             return Outcome("ack", reason=exc.code)
         route.mode = resolution.mode
+        structlog.contextvars.bind_contextvars(mode=resolution.mode)
         runner = resolution.runner
         try:
             existing = await runner.lookup(job)
@@ -281,7 +286,7 @@ class SessionManager:
         job, route = state.job, state.route
         log.warning("session.provider_error", code=exc.code, status=exc.status, error=exc.message)
         await self._cleanup(runner, job)
-        error = EventError(**exc.as_event_error())  # type: ignore[arg-type]
+        error = EventError(code=exc.code, message=exc.message, retryable=exc.retryable)
         if exc.retryable and route.attempt < self._max_attempts:
             delay = self.retry_delay_s(route.attempt, getattr(exc, "retry_after_s", None))
             await self._events.retrying(route, error, delay)

@@ -1,0 +1,66 @@
+"""Logging: one JSON stream for our logs, stdlib and Pipecat's loguru, with secrets redacted."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from worker.logs import configure_logging
+
+SECRET = "tvs-live-abcdef0123456789"
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    out = io.StringIO()
+    configure_logging(level="DEBUG", fmt="json", secrets=[SECRET], stream=out)
+    yield out
+    logging.getLogger().handlers.clear()
+    structlog.reset_defaults()
+
+
+def lines(out: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+
+
+def test_configured_secret_is_redacted_in_every_value(stream: io.StringIO) -> None:
+    """A secret in an event's message, nested values or exception text is printed as ***."""
+    log = structlog.get_logger("test")
+    log.warning("tavus.request_failed", url=f"http://x/?key={SECRET}", nested={"k": [SECRET]})
+    try:
+        raise RuntimeError(f"boom {SECRET}")
+    except RuntimeError:
+        log.exception("session.crashed")
+    text = stream.getvalue()
+    assert SECRET not in text
+    [first, second] = lines(stream)
+    assert first["url"] == "http://x/?key=***" and first["nested"] == {"k": ["***"]}
+    assert second["event"] == "session.crashed" and "boom ***" in str(second["exception"])
+
+
+def test_stdlib_and_loguru_lines_join_the_same_json_stream(stream: io.StringIO) -> None:
+    """Third-party stdlib logs and Pipecat's loguru logs come out as redacted JSON lines too."""
+    from loguru import logger as loguru_logger
+
+    logging.getLogger("aiohttp.client").warning("token %s leaked", SECRET)
+    loguru_logger.error(f"Failed to setup TavusTransportClient: 401 key={SECRET}")
+    records = lines(stream)
+    assert [r["logger"] for r in records] == ["aiohttp.client", "pipecat"]
+    assert records[1]["level"] == "error"
+    assert SECRET not in stream.getvalue()
+
+
+def test_session_fields_are_bound_on_every_line(stream: io.StringIO) -> None:
+    """Lines logged inside a session carry its session_id and attempt without passing them."""
+    structlog.contextvars.bind_contextvars(session_id="s-1", attempt=2)
+    try:
+        structlog.get_logger("x").info("session.ready")
+        logging.getLogger("httpx").warning("slow")
+    finally:
+        structlog.contextvars.clear_contextvars()
+    assert [(r["session_id"], r["attempt"]) for r in lines(stream)] == [("s-1", 2), ("s-1", 2)]

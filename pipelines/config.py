@@ -36,7 +36,7 @@ class LlmConfig:
     provider: Literal["openai"] = "openai"
     api_key: SecretStr | None = None
     base_url: str | None = None
-    model: str = "gpt-4.1-mini"
+    model: str = "gpt-4o-mini"
 
     key_setting: ClassVar[str] = "OPENAI_API_KEY"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from pipecat.tests.utils import SleepFrame, run_test
 from pipeline_fakes import FakeAvatar, FakeServices, FakeTransport, make_spec
 from pydantic import SecretStr
 
+from pipelines.avatar import point_tavus_at
 from pipelines.config import LlmConfig, ProviderConfig
 from pipelines.errors import ProviderConfigError
 from pipelines.factory import build_pipeline
@@ -96,3 +99,28 @@ def test_missing_settings_lists_env_names() -> None:
         "OPENAI_API_KEY",
         "CARTESIA_API_KEY",
     ]
+
+
+async def test_default_factories_build_the_real_services_offline() -> None:
+    """The defaults build DailyTransport, Deepgram, OpenAI, Cartesia and Tavus, aimed at our URL."""
+    with warnings.catch_warnings():
+        # Pipecat 1.14's Cartesia module subclasses its own deprecated TTS base at import time.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from pipecat.services.cartesia.tts import CartesiaTTSService
+    from pipecat.services.deepgram.stt import DeepgramSTTService
+    from pipecat.services.openai.llm import OpenAILLMService
+    from pipecat.services.tavus.video import TavusVideoService
+    from pipecat.transports.daily.transport import DailyTransport
+    from pipecat.transports.tavus.transport import TavusApi
+
+    spec = make_spec(tavus=replace(make_spec().tavus, base_url="http://127.0.0.1:9/v2/"))
+    built = await build_pipeline(spec)
+    try:
+        kinds = [type(p) for p in built.pipeline.processors[1:-1]]
+        assert isinstance(built.transport, DailyTransport)
+        assert kinds[1:2] == [DeepgramSTTService]
+        assert kinds[3:6] == [OpenAILLMService, CartesiaTTSService, TavusVideoService]
+        assert TavusApi.BASE_URL == "http://127.0.0.1:9/v2"
+    finally:
+        await built.aclose()
+        point_tavus_at("https://tavusapi.com/v2")

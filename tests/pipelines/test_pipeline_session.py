@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from pipeline_fakes import FakeServices, FakeTransport, make_spec
 
 from pipelines.factory import BuiltPipeline, build_pipeline
@@ -202,3 +203,33 @@ async def test_idle_pipeline_ends_as_idle() -> None:
     outcome = await run(built, ReadyLog())
     assert isinstance(outcome, SessionEnded)
     assert outcome.reason == "idle"
+
+
+async def test_cancelling_run_session_tears_down_and_propagates() -> None:
+    """Cancelling run_session (worker shutdown) cancels the pipeline and re-raises CancelledError."""
+    built, _, _ = await build()
+    is_ready = asyncio.Event()
+
+    async def mark_ready() -> None:
+        is_ready.set()
+
+    task = asyncio.create_task(run(built, ReadyLog(then=mark_ready)))
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        await is_ready.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert built.worker.has_finished()
+    assert built.http.closed
+
+
+async def test_failing_ready_callback_ends_the_session_and_raises() -> None:
+    """An on_ready that raises tears the pipeline down and its error reaches the caller."""
+    built, _, _ = await build()
+
+    async def broken_publisher() -> None:
+        raise RuntimeError("broker is gone")
+
+    with pytest.raises(RuntimeError, match="broker is gone"):
+        await run(built, ReadyLog(then=broken_publisher))
+    assert built.worker.has_finished()

@@ -7,31 +7,41 @@ error) and the names of its log events.
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
-import math
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
 import structlog
 
+from tavus._retry import RetryPolicy, Sleep, is_unprocessed, parse_retry_after
 from tavus.errors import (
     URL_SETTING,
     Provider,
     ProviderError,
     ProviderTimeoutError,
-    RateLimitedError,
-    ServerError,
     TransportError,
     UnexpectedResponseError,
     unavailable_code,
 )
+
+__all__ = [
+    "Classifier",
+    "Expect",
+    "FailedResponse",
+    "JsonHttpClient",
+    "LogEvents",
+    "Observer",
+    "Reply",
+    "RetryPolicy",
+    "Sleep",
+    "body_snippet",
+    "is_unprocessed",
+    "parse_retry_after",
+    "unexpected_message",
+]
 
 T = TypeVar("T")
 E = TypeVar("E", bound=ProviderError)
@@ -39,7 +49,6 @@ E = TypeVar("E", bound=ProviderError)
 Observer = Callable[[str, str, int | None, float], None]
 """Called after each HTTP attempt: (provider, endpoint_template, status_or_None, duration_s)."""
 
-Sleep = Callable[[float], Awaitable[None]]
 Expect = Literal["json", "optional", "none"]
 """What a success body must be: JSON; JSON or empty; or anything (ignored)."""
 
@@ -57,39 +66,6 @@ class LogEvents:
     request_failed: str
     retrying: str
     observer_failed: str
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter; ``Retry-After`` wins when the server sent one.
-
-    ``sleep`` and ``jitter`` are injectable so tests never really wait.
-    """
-
-    attempts: int = 3
-    base_delay_s: float = 0.5
-    max_delay_s: float = 8.0
-    max_retry_after_s: float = 30.0
-    retry_on: tuple[type[ProviderError], ...] = (TransportError, RateLimitedError, ServerError)
-    sleep: Sleep = asyncio.sleep
-    jitter: Callable[[], float] = random.random
-
-    @classmethod
-    def instant(cls, attempts: int = 3) -> RetryPolicy:
-        """Test mode: same decisions, no waiting."""
-        return cls(attempts=attempts, sleep=_no_sleep)
-
-    def delay_s(self, retry_number: int, error: ProviderError) -> float:
-        """Seconds to wait before retry number ``retry_number`` (1 for the first retry)."""
-        hinted = getattr(error, "retry_after_s", None)
-        if isinstance(hinted, int | float):
-            return min(float(hinted), self.max_retry_after_s)
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2.0 ** (retry_number - 1))
-        return self.jitter() * ceiling
-
-
-async def _no_sleep(_delay_s: float) -> None:
-    await asyncio.sleep(0)
 
 
 @dataclass(frozen=True)
@@ -140,35 +116,11 @@ class Reply:
     path: str = ""
 
 
-def is_unprocessed(error: ProviderError) -> bool:
-    """True when the provider surely did not act on the request: safe to send again."""
-    if isinstance(error, TransportError):
-        return not error.request_sent
-    return isinstance(error, RateLimitedError)
-
-
 def body_snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
     """The first ``limit`` printable characters of a body, whitespace collapsed."""
     printable = "".join(ch if ch.isprintable() else " " for ch in text[: limit * 4])
     collapsed = " ".join(printable.split())
     return collapsed if len(collapsed) <= limit else collapsed[:limit] + "…"
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent/bad."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def provider_title(provider: Provider) -> str:

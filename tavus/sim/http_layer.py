@@ -100,8 +100,10 @@ async def _guarded(
     try:
         return await handler(request)
     except web.HTTPException as exc:  # unknown route or method: answer in the provider's shape
-        kind = "message" if call.provider == "tavus" else "error"
-        return web.json_response({kind: exc.reason}, status=exc.status)
+        if call.provider == "tavus":
+            return web.json_response({"message": exc.reason}, status=exc.status)
+        kind = "not-found" if exc.status == 404 else "invalid-request-error"
+        return web.json_response({"error": kind, "info": exc.reason}, status=exc.status)
 
 
 @web.middleware

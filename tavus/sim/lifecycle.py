@@ -49,7 +49,8 @@ class Lifecycle:
         self.clock = clock
         self.replica_join_delay_s = replica_join_delay_s
         self.deliveries: list[WebhookDelivery] = []
-        self._queue: asyncio.Queue[WebhookDelivery] = asyncio.Queue()
+        self._pending: list[WebhookDelivery] = []  # emitted while no delivery task runs
+        self._queue: asyncio.Queue[WebhookDelivery] | None = None
 
     def join(self, conversation: Conversation) -> None:
         """The simulated human joins the room."""
@@ -156,7 +157,10 @@ class Lifecycle:
                 "timestamp": event["timestamp"],
             }
             delivery = WebhookDelivery(url, conversation.conversation_id, event_type, payload)
-            self._queue.put_nowait(delivery)
+            if self._queue is None:
+                self._pending.append(delivery)
+            else:
+                self._queue.put_nowait(delivery)
 
     async def run_sweeper(self, interval_s: float) -> None:
         """Sweep forever, every ``interval_s`` seconds of real time."""
@@ -166,14 +170,24 @@ class Lifecycle:
 
     async def run_webhooks(self) -> None:
         """Deliver queued webhooks in order; failures are logged and dropped."""
+        queue: asyncio.Queue[WebhookDelivery] = asyncio.Queue()  # bound to this loop
+        for delivery in self._pending:
+            queue.put_nowait(delivery)
+        self._pending.clear()
+        self._queue = queue
         timeout = aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while True:
-                delivery = await self._queue.get()
-                try:
-                    await self._deliver(session, delivery)
-                finally:
-                    self._queue.task_done()
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                while True:
+                    delivery = await queue.get()
+                    try:
+                        await self._deliver(session, delivery)
+                    finally:
+                        queue.task_done()
+        finally:
+            self._queue = None
+            while not queue.empty():
+                self._pending.append(queue.get_nowait())
 
     async def _deliver(self, session: aiohttp.ClientSession, delivery: WebhookDelivery) -> None:
         try:
@@ -197,12 +211,14 @@ class Lifecycle:
         self.deliveries.append(delivery)
 
     async def drain_webhooks(self, timeout_s: float = 10.0) -> None:
-        """Wait until every queued webhook has been attempted."""
-        await asyncio.wait_for(self._queue.join(), timeout_s)
+        """Wait until every queued webhook has been attempted (while the simulator runs)."""
+        if self._queue is not None:
+            await asyncio.wait_for(self._queue.join(), timeout_s)
 
     def clear(self) -> None:
         """Forget deliveries and drop queued webhooks (used by reset)."""
         self.deliveries.clear()
-        while not self._queue.empty():
+        self._pending.clear()
+        while self._queue is not None and not self._queue.empty():
             self._queue.get_nowait()
             self._queue.task_done()

@@ -91,6 +91,7 @@ class Simulator:
     @contextlib.asynccontextmanager
     async def running(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[Simulator]:
         """Serve on ``host:port`` (0: an ephemeral port) until the block exits."""
+        self.app = self._build_app()  # an aiohttp app is bound to one loop: fresh per run
         runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -65,3 +66,43 @@ async def test_public_base_url_sets_the_conversation_url_host() -> None:
         await task
     body = response.json()
     assert body["conversation_url"] == f"http://sim:8080/rooms/{body['conversation_id']}"
+
+
+async def test_one_simulator_can_run_twice_and_keeps_its_state() -> None:
+    """A Simulator restarted on a new port keeps its conversations and still sends webhooks."""
+    from tavus.sim import ANNA_REPLICA_ID, Simulator
+
+    simulator = Simulator(tavus_api_keys={"k"})
+    headers = {"x-api-key": "k"}
+    for run in range(2):
+        async with simulator.running() as sim, httpx.AsyncClient(headers=headers) as client:
+            body = {
+                "replica_id": ANNA_REPLICA_ID,
+                "callback_url": f"{sim.base_url}/_sim/webhook-sink",
+            }
+            created = await client.post(f"{sim.tavus_base_url}/conversations", json=body)
+            conversation_id = created.json()["conversation_id"]
+            await client.post(f"{sim.tavus_base_url}/conversations/{conversation_id}/end")
+            await sim.drain_webhooks()
+            listed = await client.get(f"{sim.tavus_base_url}/conversations")
+            assert listed.json()["total_count"] == run + 1
+    assert [d.status for d in simulator.webhook_deliveries] == [200] * 4
+
+
+async def test_unknown_paths_answer_in_each_providers_error_shape(sim_on_port: str) -> None:
+    """Unknown /v2 paths get a Tavus-style message, unknown /v1 paths a Daily-style not-found."""
+    async with httpx.AsyncClient(base_url=sim_on_port) as client:
+        tavus = await client.get("/v2/nothing", headers={"x-api-key": "sim-tavus-key"})
+        daily = await client.get("/v1/nothing", headers={"Authorization": "Bearer sim-daily-key"})
+        room = await client.get("/rooms/c000000000000")
+    assert tavus.status_code == 404 and "message" in tavus.json()
+    assert daily.status_code == 404 and daily.json()["error"] == "not-found"
+    assert room.status_code == 404
+
+
+@pytest.fixture
+async def sim_on_port() -> AsyncIterator[str]:
+    from tavus.sim import Simulator
+
+    async with Simulator().running() as sim:
+        yield sim.base_url

@@ -352,45 +352,13 @@ _AUTH_HEADER = re.compile(r"authorization header", re.I)
 def classify_daily_error(resp: FailedResponse) -> ProviderError:
     """Map a Daily error response (``{"error": type, "info": text}``) to the error class and the
     message a user sees."""
-    status = resp.status
     kind, info = daily_error_parts(resp)
-    said = f"{status} {kind}" if kind else str(status)
+    said = f"{resp.status} {kind}" if kind else str(resp.status)
     quoted = f"{said}: {info}" if info else said
-    if (
-        status == 401
-        or kind == "authorization-header-error"
-        or (status == 400 and _AUTH_HEADER.search(info))
-    ):
-        return AuthError(_auth_message(status, quoted), provider="daily", code="daily_auth")
-    if status == 403:
-        return AuthError(
-            f"Daily refused the request with DAILY_API_KEY ({quoted}); the key's domain or plan"
-            " does not allow it. Check the key and plan in the Daily dashboard.",
-            provider="daily",
-            code="daily_auth",
-        )
-    if status == 408:
-        return ProviderTimeoutError(
-            f"Daily timed out on {resp.method} {resp.path} ({said}); try again later.",
-            provider="daily",
-        )
-    if status == 429:
-        after = f"; retry after {resp.retry_after_s:g} s" if resp.retry_after_s is not None else ""
-        return RateLimitedError(
-            f"Daily is rate limiting requests ({said} on {resp.method} {resp.path}){after}.",
-            provider="daily",
-            code="daily_rate_limited",
-            retry_after_s=resp.retry_after_s,
-        )
-    if status >= 500:
-        return ServerError(
-            f"Daily is unavailable ({said} on {resp.method} {resp.path}); try again later or"
-            " check status.daily.co.",
-            provider="daily",
-            code="daily_unavailable",
-            retry_after_s=resp.retry_after_s,
-        )
-    if status == 404:
+    error = _auth_error(resp.status, kind, info, quoted) or _transient_error(resp, said)
+    if error is not None:
+        return error
+    if resp.status == 404:
         return _not_found(resp, quoted)
     if not kind:
         return resp.unexpected('a Daily error body ({"error": type, "info": text})')
@@ -399,6 +367,51 @@ def classify_daily_error(resp: FailedResponse) -> ProviderError:
         provider="daily",
         code="daily_rejected",
     )
+
+
+def _auth_error(status: int, kind: str, info: str, quoted: str) -> AuthError | None:
+    """401, 403, and the 400s about the Authorization header (missing or malformed)."""
+    if status == 401:
+        message = f"DAILY_API_KEY was rejected by Daily ({quoted}). Check the key in the Daily"
+        message += " dashboard."
+    elif status == 403:
+        message = (
+            f"Daily refused the request with DAILY_API_KEY ({quoted}); the key's domain or plan"
+            " does not allow it. Check the key and plan in the Daily dashboard."
+        )
+    elif kind == "authorization-header-error" or (status == 400 and _AUTH_HEADER.search(info)):
+        message = (
+            f"Daily did not accept the Authorization header ({quoted}); DAILY_API_KEY is"
+            " probably empty or malformed. Check the key in the Daily dashboard."
+        )
+    else:
+        return None
+    return AuthError(message, provider="daily", code="daily_auth")
+
+
+def _transient_error(resp: FailedResponse, said: str) -> ProviderError | None:
+    """408, 429 and 5xx: worth trying again later."""
+    where = f"{said} on {resp.method} {resp.path}"
+    if resp.status == 408:
+        return ProviderTimeoutError(
+            f"Daily timed out ({where}); try again later.", provider="daily"
+        )
+    if resp.status == 429:
+        after = f"; retry after {resp.retry_after_s:g} s" if resp.retry_after_s is not None else ""
+        return RateLimitedError(
+            f"Daily is rate limiting requests ({where}){after}.",
+            provider="daily",
+            code="daily_rate_limited",
+            retry_after_s=resp.retry_after_s,
+        )
+    if resp.status >= 500:
+        return ServerError(
+            f"Daily is unavailable ({where}); try again later or check status.daily.co.",
+            provider="daily",
+            code="daily_unavailable",
+            retry_after_s=resp.retry_after_s,
+        )
+    return None
 
 
 def _not_found(resp: FailedResponse, quoted: str) -> ProviderError:
@@ -426,14 +439,3 @@ def daily_error_parts(resp: FailedResponse) -> tuple[str, str]:
 def _clip(text: str, limit: int = 200) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[:limit] + "…"
-
-
-def _auth_message(status: int, quoted: str) -> str:
-    if status == 401:
-        return (
-            f"DAILY_API_KEY was rejected by Daily ({quoted}). Check the key in the Daily dashboard."
-        )
-    return (
-        f"Daily did not accept the Authorization header ({quoted}); DAILY_API_KEY is probably"
-        " empty or malformed. Check the key in the Daily dashboard."
-    )

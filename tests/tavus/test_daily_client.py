@@ -669,6 +669,21 @@ async def test_the_key_never_shows_in_errors_logs_or_reprs(
     assert len(logs) >= 4 and not [text for text in shown if API_KEY in text]
 
 
+async def test_observer_sees_endpoint_templates_not_room_names(fake: FakeDaily) -> None:
+    """The metrics hook gets ("daily", "/rooms/{name}", status, duration) for each attempt."""
+    seen: list[tuple[str, str, int | None]] = []
+    fake.reply("DELETE", f"/rooms/{NAME}", 404, NOT_FOUND).reply("POST", "/rooms", body=ROOM)
+    async with DailyClient(
+        api_key=API_KEY,
+        base_url=BASE_URL,
+        transport=httpx.MockTransport(fake),
+        observer=lambda provider, endpoint, status, _s: seen.append((provider, endpoint, status)),
+    ) as client:
+        await client.delete_room(NAME)
+        await client.create_room(NAME, exp=None)
+    assert seen == [("daily", "/rooms/{name}", 404), ("daily", "/rooms", 200)]
+
+
 async def test_aclose_is_idempotent(fake: FakeDaily) -> None:
     """Closing twice (context exit, then aclose) raises nothing."""
     async with one_shot(fake) as client:

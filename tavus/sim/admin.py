@@ -201,6 +201,24 @@ async def get_sunk_webhooks(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
+    """Register the control endpoints (no auth; bodies are JSON objects):
+
+    GET  /_sim/state                      conversations, personas, replicas, rooms, faults, config
+    GET  /_sim/calls[?provider=]          recorded provider calls (DELETE clears them)
+    POST /_sim/reset                      seeded catalogue, no faults, no calls
+    GET  /_sim/faults                     the fault plan (DELETE clears it)
+    POST /_sim/faults/latency             {"endpoint": "POST /v2/conversations", "seconds": 1.5}
+    POST /_sim/faults/fail                {"endpoint", "n": 1, "status": 503, "body", "retry_after_s"}
+    POST /_sim/faults/drop                {"endpoint", "n": 1}
+    POST /_sim/faults/concurrency-cap     {"cap": 2 | null}
+    POST /_sim/faults/out-of-credits      {"enabled": true}
+    POST /_sim/config                     {"daily_rate_limits": bool, "daily_retry_after": bool}
+    POST /_sim/conversations/{id}/join    the simulated human joins (.../leave: leaves)
+    POST /_sim/sweep                      run the timers now -> {"ended": [...]}
+    POST /_sim/clock/advance              {"seconds": 60} (manual clock only, else 409)
+    GET  /_sim/webhooks                   webhook deliveries attempted
+    POST /_sim/webhook-sink               a callback_url target (GET lists what it received)
+    """
     r = app.router
     r.add_get("/_sim/state", get_state)
     r.add_get("/_sim/calls", get_calls)

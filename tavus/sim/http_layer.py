@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 
 import structlog
@@ -91,7 +92,7 @@ async def _guarded(
         if ctx.config.is_rate_limited:
             wait_s = ctx.limiter.try_acquire(key, daily_bucket(request.method, request.path))
             if wait_s is not None:
-                headers = {"Retry-After": str(max(1, round(wait_s + 0.499)))}
+                headers = {"Retry-After": str(max(1, math.ceil(wait_s)))}
                 return web.json_response(
                     {"error": "rate-limit-error", "info": "too many requests"},
                     status=429,

@@ -53,7 +53,9 @@ class Lifecycle:
         self._queue: asyncio.Queue[WebhookDelivery] | None = None
 
     def join(self, conversation: Conversation) -> None:
-        """The simulated human joins the room."""
+        """The simulated human joins the room (ignored once the conversation has ended)."""
+        if not conversation.is_active:
+            return
         now_s = self.clock()
         if conversation.participant_joined_at_s is None:
             conversation.participant_joined_at_s = now_s

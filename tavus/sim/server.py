@@ -86,7 +86,10 @@ class Simulator:
         yield
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for task, outcome in zip(tasks, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # a bug in the simulator: make it visible
+                log.error("sim.background_task_failed", task=task.get_name(), error=repr(outcome))
 
     @contextlib.asynccontextmanager
     async def running(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[Simulator]:
@@ -101,6 +104,7 @@ class Simulator:
             await site.start()
             bound_port = sock.getsockname()[1]
             url_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+            url_host = f"[{url_host}]" if ":" in url_host else url_host
             self.base_url = f"http://{url_host}:{bound_port}"
             self.ctx.config.public_base_url = self._public_base_url or self.base_url
             yield self

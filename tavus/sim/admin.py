@@ -208,7 +208,7 @@ def add_routes(app: web.Application) -> None:
     POST /_sim/reset                      seeded catalogue, no faults, no calls
     GET  /_sim/faults                     the fault plan (DELETE clears it)
     POST /_sim/faults/latency             {"endpoint": "POST /v2/conversations", "seconds": 1.5}
-    POST /_sim/faults/fail                {"endpoint", "n": 1, "status": 503, "body", "retry_after_s"}
+    POST /_sim/faults/fail                {"endpoint", "n"=1, "status"=503, "body", "retry_after_s"}
     POST /_sim/faults/drop                {"endpoint", "n": 1}
     POST /_sim/faults/concurrency-cap     {"cap": 2 | null}
     POST /_sim/faults/out-of-credits      {"enabled": true}

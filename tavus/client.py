@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
+import structlog
 from pydantic import BaseModel, ValidationError
 
 from tavus._http import (
@@ -34,6 +35,8 @@ from tavus.models import (
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
+
+_log = structlog.get_logger("tavus.client")
 
 DEFAULT_BASE_URL = "https://tavusapi.com/v2"
 MAX_PAGES = 1000
@@ -110,6 +113,11 @@ class TavusClient:
                     name, status=ConversationStatus.ACTIVE
                 )
                 if created:
+                    _log.info(
+                        "tavus.conversation_recovered",
+                        conversation_id=created[0].conversation_id,
+                        conversation_name=name,
+                    )
                     return created[0]
             try:
                 reply = await self._http.send_once(
@@ -308,6 +316,8 @@ async def _iter_pages(
     fetch: Callable[[int], Awaitable[Page[T]]], page_size: int
 ) -> AsyncIterator[T]:
     """Pages 1, 2, … until a short page, ``total_count`` items, or ``MAX_PAGES``."""
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1; got {page_size}")
     seen = 0
     for number in range(1, MAX_PAGES + 1):
         page = await fetch(number)

@@ -296,3 +296,9 @@ async def test_odd_timestamps_become_none(
     """Blank and placeholder timestamps from the docs parse as None instead of failing."""
     fake.reply("GET", "/personas/p1", 200, {"persona_id": "p1", "created_at": created_at})
     assert (await client.get_persona("p1")).created_at is None
+
+
+async def test_iteration_rejects_a_zero_page_size(client: TavusClient) -> None:
+    """A page size below 1 is refused before any request is sent."""
+    with pytest.raises(ValueError, match="page_size must be at least 1"):
+        _ = [c async for c in client.iter_conversations(page_size=0)]

@@ -143,9 +143,16 @@ async def test_named_create_returns_the_conversation_created_meanwhile(
     fake.expect("POST", "/conversations", httpx.ReadTimeout("timed out"))
     fake.reply("GET", "/conversations", 200, bodies.CONVERSATION_LIST | {"total_count": 1})
     req = CreateConversationRequest(replica_id="r1", conversation_name="A Meeting")
-    conversation = await client.create_conversation(req)
+    with capture_logs() as logs:
+        conversation = await client.create_conversation(req)
     assert conversation.conversation_id == "ca4301628cb9"
     assert [r.method for r in fake.seen] == ["POST", "GET"]
+    assert logs[-1] == {
+        "event": "tavus.conversation_recovered",
+        "log_level": "info",
+        "conversation_id": "ca4301628cb9",
+        "conversation_name": "A Meeting",
+    }
 
 
 async def test_create_retried_after_connect_error_without_lookup(

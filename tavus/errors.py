@@ -18,6 +18,10 @@ Every failure of a provider call becomes exactly one of these, translated at one
 
 ``code`` is a short stable word published in ``failed`` events (see shared/CONTRACT.md), e.g.
 ``tavus_auth``, ``replica_not_found``, ``tavus_concurrency_limit``, ``daily_unavailable``.
+Tavus uses: ``tavus_auth``, ``tavus_out_of_credits``, ``tavus_concurrency_limit``,
+``conversation_not_found``, ``persona_not_found``, ``replica_not_found``, ``replica_not_ready``,
+``replica_missing``, ``persona_invalid``, ``tavus_rejected``, ``tavus_rate_limited``,
+``tavus_unavailable``, ``provider_timeout``, ``tavus_unexpected_response``.
 Messages never contain an API key, a request body or raw HTML.
 """
 

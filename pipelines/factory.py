@@ -8,7 +8,7 @@ pass fakes; Daily and Tavus classes are imported only inside the default factori
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
@@ -33,8 +33,18 @@ from pipelines.avatar import (
     conversation_middleware,
     point_tavus_at,
 )
-from pipelines.config import ProviderConfig, TavusAvatarConfig, TavusConversationOptions
 from pipelines.errors import DailyUnavailableError, ProviderConfigError
+from pipelines.spec import SessionSpec, language_codes
+
+__all__ = [
+    "BuiltPipeline",
+    "DefaultServiceFactory",
+    "ServiceFactory",
+    "SessionSpec",
+    "TransportFactory",
+    "build_pipeline",
+    "daily_transport",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -42,57 +52,6 @@ GREETING_INSTRUCTION = (
     "The user has just joined the call. Greet them briefly in one or two sentences "
     "and invite them to talk."
 )
-# Tavus/Pipecat language names → (Deepgram language, Cartesia language); ISO codes pass through.
-_LANGUAGES: dict[str, tuple[str, str | None]] = {
-    "english": ("en", "en"),
-    "multilingual": ("multi", None),
-    "spanish": ("es", "es"),
-    "french": ("fr", "fr"),
-    "german": ("de", "de"),
-    "italian": ("it", "it"),
-    "portuguese": ("pt", "pt"),
-    "dutch": ("nl", "nl"),
-    "japanese": ("ja", "ja"),
-    "hindi": ("hi", "hi"),
-}
-
-
-@dataclass(frozen=True)
-class SessionSpec:
-    """Everything one session's pipeline is built from (values; the worker resolves them).
-
-    ``system_prompt`` and ``context`` come from the resolved persona, ``conversational_context``
-    from the job. ``bot_token`` is the bot's meeting token for ``room_url`` (None for a public
-    room).
-    """
-
-    session_id: str
-    room_url: str
-    bot_token: SecretStr | None
-    system_prompt: str
-    tavus: TavusAvatarConfig
-    providers: ProviderConfig = field(default_factory=ProviderConfig)
-    context: str | None = None
-    conversational_context: str | None = None
-    custom_greeting: str | None = None
-    language: str | None = None
-    idle_timeout_s: float | None = 300.0
-    setup_timeout_s: float = 30.0
-    tavus_http_timeout_s: float = 15.0
-    bot_name: str = "Avatar"
-    conversation: TavusConversationOptions = field(default_factory=TavusConversationOptions)
-
-    def system_message(self) -> str:
-        """The LLM's system message: persona prompt, persona context, this session's context."""
-        parts = [self.system_prompt.strip()]
-        if self.context:
-            parts.append(f"Background:\n{self.context.strip()}")
-        if self.conversational_context:
-            parts.append(f"About this conversation:\n{self.conversational_context.strip()}")
-        if self.language and self.language.lower() != "multilingual":
-            parts.append(f"Always answer in {self.language}.")
-        parts.append("Your replies are spoken aloud: no markdown, lists or emoji.")
-        return "\n\n".join(parts)
 
 
 class ServiceFactory(Protocol):
@@ -126,7 +85,7 @@ class DefaultServiceFactory:
         from pipecat.services.deepgram.stt import DeepgramSTTService
 
         cfg = spec.providers.stt
-        stt_language = _language_codes(spec.language)[0]
+        stt_language = language_codes(spec.language)[0]
         settings = DeepgramSTTService.Settings(model=cfg.model)
         if stt_language is not None:
             settings.language = stt_language
@@ -150,7 +109,7 @@ class DefaultServiceFactory:
         from pipecat.services.cartesia.tts import CartesiaTTSService
 
         cfg = spec.providers.tts
-        tts_language = _language_codes(spec.language)[1]
+        tts_language = language_codes(spec.language)[1]
         settings = CartesiaTTSService.Settings(voice=cfg.voice_id)
         if cfg.model is not None:
             settings.model = cfg.model
@@ -303,16 +262,6 @@ def _require_daily() -> None:
     available, reason = daily_availability()
     if not available:
         raise DailyUnavailableError(reason or "daily-python is not available")
-
-
-def _language_codes(language: str | None) -> tuple[str | None, str | None]:
-    """The (Deepgram, Cartesia) language codes for a job's ``language``; None keeps the default."""
-    if not language:
-        return None, None
-    name = language.strip().lower()
-    if name in _LANGUAGES:
-        return _LANGUAGES[name]
-    return name, name
 
 
 def _secret(value: SecretStr | None) -> str:

@@ -11,50 +11,30 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from pipecat.frames.frames import EndFrame, ErrorFrame, Frame
 from pipecat.workers.runner import WorkerRunner
 
 from pipelines.factory import BuiltPipeline
+from pipelines.outcome import EndReason, SessionEnded, SessionFailed, SessionOutcome
+
+__all__ = [
+    "LiveSession",
+    "OnReady",
+    "SessionEnded",
+    "SessionFailed",
+    "SessionOutcome",
+    "run_session",
+]
 
 log = structlog.get_logger(__name__)
 
-EndReason = Literal["participant_left", "max_duration", "idle", "stopped", "provider_ended"]
 OnReady = Callable[[str], Awaitable[None]]
 
 _ERROR_MESSAGE_CHARS = 300
 _RUNNER_ABANDON_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class SessionEnded:
-    """The session ran and is over; ``ready`` says whether the user could have joined."""
-
-    reason: EndReason
-    duration_s: float
-    ready: bool
-    conversation_id: str | None
-
-
-@dataclass(frozen=True)
-class SessionFailed:
-    """The session could not start or broke; ``message`` says what to do next."""
-
-    code: str
-    message: str
-    retryable: bool
-    duration_s: float
-    ready: bool
-    conversation_id: str | None
-
-    def as_event_error(self) -> dict[str, object]:
-        """The ``error`` object of a ``failed`` event."""
-        return {"code": self.code, "message": self.message, "retryable": self.retryable}
-
-
-SessionOutcome = SessionEnded | SessionFailed
 
 
 @dataclass(frozen=True)
@@ -103,6 +83,7 @@ class LiveSession:
         self._pipeline_started = asyncio.Event()
         self._ready = False
         self._callback_error: BaseException | None = None
+        self._ready_call: asyncio.Task[None] | None = None
         self._left_timer: asyncio.Task[None] | None = None
 
     def stop(self, reason: str | None = None) -> None:
@@ -134,6 +115,7 @@ class LiveSession:
             raise
         finally:
             await _cancel_all([*watchers, *([self._left_timer] if self._left_timer else [])])
+            await self._finish_ready_call()
             await self._built.aclose()
         if self._callback_error is not None:
             raise self._callback_error
@@ -235,11 +217,24 @@ class LiveSession:
     async def _announce_ready(self, conversation_id: str) -> None:
         self._ready = True
         self._log.info("session.ready", conversation_id=conversation_id)
+        # Shielded: an ending that cancels the watchers must not cut a ready event in half.
+        self._ready_call = asyncio.create_task(self._call_on_ready(conversation_id))
+        await asyncio.shield(self._ready_call)
+
+    async def _call_on_ready(self, conversation_id: str) -> None:
         try:
             await self._on_ready(conversation_id)
         except Exception as exc:
             self._callback_error = exc
             self._fail("ready_callback_failed", type(exc).__name__, retryable=True)
+
+    async def _finish_ready_call(self) -> None:
+        """Let an on_ready call still in flight finish (bounded by ``stop_grace_s``)."""
+        if self._ready_call is None or self._ready_call.done():
+            return
+        if not await _finished_within(self._ready_call, self._stop_grace_s):
+            self._log.error("session.ready_callback_stuck", stop_grace_s=self._stop_grace_s)
+            await _cancel_all([self._ready_call])
 
     async def _cap_duration(self) -> None:
         await asyncio.sleep(self._max_duration_s)
@@ -349,7 +344,7 @@ async def run_session(
         await _cancel_all([stopper])
 
 
-async def _finished_within(task: asyncio.Task[None], timeout_s: float) -> bool:
+async def _finished_within(task: asyncio.Task[Any], timeout_s: float) -> bool:
     done, _ = await asyncio.wait([task], timeout=timeout_s)
     return bool(done)
 

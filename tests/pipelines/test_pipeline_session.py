@@ -233,3 +233,19 @@ async def test_failing_ready_callback_ends_the_session_and_raises() -> None:
     with pytest.raises(RuntimeError, match="broker is gone"):
         await run(built, ReadyLog(then=broken_publisher))
     assert built.worker.has_finished()
+
+
+async def test_stop_during_on_ready_lets_on_ready_finish() -> None:
+    """A stop that arrives while on_ready is still publishing does not cut on_ready short."""
+    built, _, _ = await build()
+    stop = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow_publisher() -> None:
+        stop.set()
+        await asyncio.sleep(0.3)
+        finished.append("ready published")
+
+    outcome = await run(built, ReadyLog(then=slow_publisher), stop_event=stop)
+    assert isinstance(outcome, SessionEnded) and outcome.reason == "stopped"
+    assert finished == ["ready published"]

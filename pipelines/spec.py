@@ -1,0 +1,71 @@
+"""What one session's pipeline is built from: the resolved job, as values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import SecretStr
+
+from pipelines.config import ProviderConfig, TavusAvatarConfig, TavusConversationOptions
+
+# Tavus/Pipecat language names → (Deepgram language, Cartesia language); ISO codes pass through.
+_LANGUAGES: dict[str, tuple[str, str | None]] = {
+    "english": ("en", "en"),
+    "multilingual": ("multi", None),
+    "spanish": ("es", "es"),
+    "french": ("fr", "fr"),
+    "german": ("de", "de"),
+    "italian": ("it", "it"),
+    "portuguese": ("pt", "pt"),
+    "dutch": ("nl", "nl"),
+    "japanese": ("ja", "ja"),
+    "hindi": ("hi", "hi"),
+}
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """Everything one session's pipeline is built from (values; the worker resolves them).
+
+    ``system_prompt`` and ``context`` come from the resolved persona, ``conversational_context``
+    from the job. ``bot_token`` is the bot's meeting token for ``room_url`` (None for a public
+    room).
+    """
+
+    session_id: str
+    room_url: str
+    bot_token: SecretStr | None
+    system_prompt: str
+    tavus: TavusAvatarConfig
+    providers: ProviderConfig = field(default_factory=ProviderConfig)
+    context: str | None = None
+    conversational_context: str | None = None
+    custom_greeting: str | None = None
+    language: str | None = None
+    idle_timeout_s: float | None = 300.0
+    setup_timeout_s: float = 30.0
+    tavus_http_timeout_s: float = 15.0
+    bot_name: str = "Avatar"
+    conversation: TavusConversationOptions = field(default_factory=TavusConversationOptions)
+
+    def system_message(self) -> str:
+        """The LLM's system message: persona prompt, persona context, this session's context."""
+        parts = [self.system_prompt.strip()]
+        if self.context:
+            parts.append(f"Background:\n{self.context.strip()}")
+        if self.conversational_context:
+            parts.append(f"About this conversation:\n{self.conversational_context.strip()}")
+        if self.language and self.language.lower() != "multilingual":
+            parts.append(f"Always answer in {self.language}.")
+        parts.append("Your replies are spoken aloud: no markdown, lists or emoji.")
+        return "\n\n".join(parts)
+
+
+def language_codes(language: str | None) -> tuple[str | None, str | None]:
+    """The (Deepgram, Cartesia) language codes for a job's ``language``; None keeps the default."""
+    if not language:
+        return None, None
+    name = language.strip().lower()
+    if name in _LANGUAGES:
+        return _LANGUAGES[name]
+    return name, name

@@ -337,7 +337,7 @@ class JsonHttpClient:
     def _stamp(self, error: E, response: httpx.Response) -> E:
         error.status = error.status or response.status_code
         error.method = error.method or response.request.method
-        error.url = error.url or str(response.request.url.copy_with(query=None))
+        error.url = error.url or _public_url(str(response.request.url))
         return self._redacted(error)
 
     def _redacted(self, error: E) -> E:
@@ -349,7 +349,7 @@ class JsonHttpClient:
     def _transport_error(self, request: httpx.Request, exc: httpx.RequestError) -> ProviderError:
         name = provider_title(self.provider)
         method, path = request.method, request.url.path
-        url = str(request.url.copy_with(query=None))
+        url = _public_url(str(request.url))
         if isinstance(exc, httpx.TimeoutException):
             error: ProviderError = ProviderTimeoutError(
                 f"{name} did not answer {method} {path} within {self.timeout_s:g} s"
@@ -363,7 +363,7 @@ class JsonHttpClient:
             detail = body_snippet(str(exc)) or "no detail"
             error = TransportError(
                 f"Could not reach {name} for {method} {path} ({type(exc).__name__}: {detail});"
-                f" check {URL_SETTING[self.provider]} ({self.base_url}) and the network.",
+                f" check {URL_SETTING[self.provider]} ({_public_url(self.base_url)}) and the network.",
                 provider=self.provider,
                 code=unavailable_code(self.provider),
                 request_sent=not isinstance(exc, _NOT_SENT),

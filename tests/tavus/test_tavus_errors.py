@@ -380,3 +380,37 @@ def test_every_error_is_a_provider_error() -> None:
         UnexpectedResponseError,
     ):
         assert issubclass(cls, ProviderError)
+
+
+async def test_html_401_from_a_gateway_is_still_auth(fake: FakeTavus, client: TavusClient) -> None:
+    """A gateway's HTML 401 is tavus_auth without quoting the page."""
+    fake.expect(
+        "GET",
+        "/replicas",
+        httpx.Response(
+            401,
+            text="<html><body>401 Authorization Required</body></html>",
+            headers={"content-type": "text/html"},
+        ),
+    )
+    with pytest.raises(AuthError) as caught:
+        await client.list_replicas()
+    assert str(caught.value) == (
+        "TAVUS_API_KEY was rejected by Tavus (401 Unauthorized). Check the key in the Tavus"
+        " developer portal."
+    )
+
+
+async def test_credentials_in_the_base_url_stay_out_of_messages(fake: FakeTavus) -> None:
+    """User info in TAVUS_BASE_URL is not repeated in error messages."""
+    fake.expect("GET", "/replicas", httpx.ConnectError("refused"))
+    async with TavusClient(
+        api_key="tvs-secret-0123456789abcdef",
+        base_url="https://user:hunter2@tavus.test/v2",
+        transport=fake.transport,
+        retry=RetryPolicy(attempts=1),
+    ) as client:
+        with pytest.raises(TransportError) as caught:
+            await client.list_replicas()
+    assert "hunter2" not in str(caught.value)
+    assert caught.value.url == "https://tavus.test/v2/replicas"

@@ -124,6 +124,8 @@ async def provider_middleware(request: web.Request, handler: Handler) -> web.Str
         at_s=ctx.clock(),
     )
     ctx.calls.append(call)
+    if provider == "tavus":
+        ctx.lifecycle.sweep()  # the API always reflects the clock, even between sweeper ticks
     delay_s = ctx.faults.latency_for(request.method, request.path)
     if delay_s > 0:
         await asyncio.sleep(delay_s)

@@ -146,6 +146,18 @@ async def test_background_sweep_ends_due_conversations_without_help(
     assert got.json()["status"] == "ended"
 
 
+async def test_the_api_reflects_the_clock_without_waiting_for_the_sweeper(
+    sim: Simulator, clock: ManualClock, tavus: httpx.AsyncClient
+) -> None:
+    """Right after the clock passes a timeout, GET shows ended and the slot is free again."""
+    sim.faults.set_concurrency_cap(1)
+    conversation_id = await create(tavus, properties={"participant_absent_timeout": 10})
+    clock.advance(10)
+    got = await tavus.get(f"/conversations/{conversation_id}")
+    assert got.json()["status"] == "ended"
+    assert (await tavus.post("/conversations", json={"replica_id": ANNA_REPLICA_ID})).is_success
+
+
 async def test_webhooks_arrive_in_order_with_the_documented_envelope(
     sim: Simulator, clock: ManualClock, tavus: httpx.AsyncClient, control: httpx.AsyncClient
 ) -> None:

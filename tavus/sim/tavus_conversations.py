@@ -235,7 +235,7 @@ async def list_conversations(request: web.Request) -> web.StreamResponse:
         for c in ctx.state.conversations.values()
         if not c.is_deleted and (status is None or c.status == status)
     ]
-    matching.sort(key=lambda c: c.created_at_s, reverse=True)
+    matching.reverse()  # newest first: the dict keeps creation order
     chunk = matching[(page - 1) * limit : page * limit]
     return web.json_response({"data": [c.to_json() for c in chunk], "total_count": len(matching)})
 

@@ -265,11 +265,12 @@ async def test_unknown_or_malformed_conversation_id_is_400(tavus: httpx.AsyncCli
 
 
 async def test_list_pages_from_one_and_counts_all_matches(tavus: httpx.AsyncClient) -> None:
-    """The list is {"data", "total_count"}, limit defaults to 10, page is 1-based."""
+    """The list is {"data", "total_count"}, newest first, limit defaults to 10, page is 1-based."""
     ids = [(await create(tavus)).json()["conversation_id"] for _ in range(12)]
     first = (await tavus.get("/conversations")).json()
     assert set(first) == {"data", "total_count"}
     assert len(first["data"]) == 10 and first["total_count"] == 12
+    assert first["data"][0]["conversation_id"] == ids[-1]
     second = (await tavus.get("/conversations", params={"page": 2})).json()
     seen = {c["conversation_id"] for c in first["data"] + second["data"]}
     assert seen == set(ids)

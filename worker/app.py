@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import signal
 from contextlib import AsyncExitStack
+from typing import Any
 
 import structlog
 
@@ -30,8 +31,8 @@ log = structlog.get_logger("worker.app")
 FORCED_STOP_TIMEOUT_S = 5.0
 
 
-def pipecat_daily_unavailable_reason(settings: Settings) -> str:
-    """Why this worker cannot run pipecat_daily sessions."""
+def pipecat_daily_unavailable_reason(settings: Settings) -> str | None:
+    """Why this worker cannot run pipecat_daily sessions (None when it can)."""
     from pipelines.availability import daily_availability
 
     ok, reason = daily_availability()
@@ -39,7 +40,12 @@ def pipecat_daily_unavailable_reason(settings: Settings) -> str:
         return reason or "daily-python cannot be imported"
     if settings.daily_api_key is None:
         return "DAILY_API_KEY is not set"
-    return "the pipecat_daily runner is not enabled in this build yet"
+    missing = settings.provider_config().missing_settings()
+    if missing:
+        return f"the pipeline's provider settings are not set: {', '.join(missing)}"
+    if settings.worker_warm_processes == 0 and settings.worker_max_sessions == 0:
+        return "WORKER_WARM_PROCESSES and WORKER_MAX_SESSIONS leave no process for a pipeline"
+    return None
 
 
 def build_tavus_client(settings: Settings) -> TavusClient:
@@ -65,6 +71,7 @@ class WorkerApp:
         self.broker = Broker(settings.amqp_url.get_secret_value(), Topology.from_settings(settings))
         self.sessions: SessionManager | None = None
         self.intake: Intake | None = None
+        self.pool: Any = None  # worker.pool.ProcessPool when pipecat_daily can run
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self.started = asyncio.Event()
@@ -87,19 +94,24 @@ class WorkerApp:
             stack.push_async_callback(client.aclose)
             monitor = ConversationMonitor(client, interval_s=s.worker_poll_interval_s)
             stack.push_async_callback(monitor.aclose)
+            personas = PersonaResolver(client)
             runners: dict[ResolvedMode, SessionRunner] = {
                 "phoenix_rest": PhoenixRunner(
                     client,
                     monitor,
-                    PersonaResolver(client),
+                    personas,
                     default_replica_id=s.tavus_default_replica_id,
                     name_prefix=s.worker_session_name_prefix,
+                    dedupe_scan_pages=s.worker_dedupe_scan_pages,
                 )
             }
+            unavailable = pipecat_daily_unavailable_reason(s)
+            if unavailable is None:
+                runners["pipecat_daily"] = await self._pipecat_daily_runner(stack, client, personas)
             modes = ModeResolver(
                 runners,
                 default_mode=s.tavus_avatar_mode,
-                unavailable={"pipecat_daily": pipecat_daily_unavailable_reason(s)},
+                unavailable={"pipecat_daily": unavailable} if unavailable else {},
             )
             await self.broker.connect()
             stack.push_async_callback(self.broker.aclose)
@@ -133,6 +145,42 @@ class WorkerApp:
             self.started.set()
             await self._stop.wait()
             await self._shutdown()
+
+    async def _pipecat_daily_runner(
+        self, stack: AsyncExitStack, client: TavusClient, personas: PersonaResolver
+    ) -> SessionRunner:
+        from tavus._http import RetryPolicy
+        from tavus.daily import DailyClient
+        from worker.pool import ProcessPool
+        from worker.sessions.pipecat_daily import PipecatDailyRunner
+
+        s = self.settings
+        assert s.daily_api_key is not None and s.tavus_api_key is not None
+        daily = DailyClient(
+            api_key=s.daily_api_key.get_secret_value(),
+            base_url=s.daily_api_url,
+            timeout_s=s.provider_timeout_s,
+            retry=RetryPolicy(attempts=s.provider_retry_attempts),
+        )
+        stack.push_async_callback(daily.aclose)
+        self.pool = ProcessPool(size=s.worker_warm_processes)
+        stack.push_async_callback(self.pool.aclose)
+        await self.pool.start()
+        return PipecatDailyRunner(
+            tavus=client,
+            daily=daily,
+            pool=self.pool,
+            personas=personas,
+            providers=s.provider_config(),
+            tavus_api_key=s.tavus_api_key,
+            tavus_base_url=s.tavus_base_url,
+            default_replica_id=s.tavus_default_replica_id,
+            privacy=s.daily_avatar_privacy,
+            name_prefix=s.worker_session_name_prefix,
+            setup_timeout_s=s.pipeline_setup_timeout_s,
+            avatar_timeout_s=s.pipeline_avatar_timeout_s,
+            idle_timeout_s=s.pipeline_idle_timeout_s,
+        )
 
     def _capacity_changed(self) -> None:
         if self.intake is not None:

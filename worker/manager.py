@@ -21,8 +21,8 @@ from tavus.errors import ProviderError
 from worker.broker import Broker
 from worker.contract import EndReason, EventError, SessionJob
 from worker.events import EventPublisher, EventRoute
-from worker.modes import ModeResolver
-from worker.sessions.base import LiveSession, SessionFailure, SessionRunner
+from worker.modes import ModeResolver, Resolution
+from worker.sessions.base import Existing, LiveSession, SessionFailure, SessionRunner
 
 log = structlog.get_logger("worker.manager")
 
@@ -49,6 +49,7 @@ class SessionState:
     stop_reason: EndReason | None = None
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     live: LiveSession | None = None
+    runner: SessionRunner | None = None
     task: asyncio.Task[None] | None = None
     is_finished: bool = False  # reached its one outcome: a later copy of the job is a duplicate
     is_forgotten: bool = False
@@ -207,17 +208,18 @@ class SessionManager:
             await self._events.expired(route, job.not_after)
             return Outcome("ack", reason="expired")
         await self._events.accepted(route)
+        state.runner = runner
         try:
-            state.live = await self._start_unless_stopped(state, runner, existing)
+            state.live, fallback_reason = await self._provision(state, resolution, existing)
         except _StopDuringStart:
-            await self._cleanup(runner, job)
+            await self._cleanup(state.runner, job)
             state.is_finished = True
             await self._events.ended(route, state.stop_reason or "stopped", self._age(state))
             return Outcome("ack", reason="stopped while starting")
         except ProviderError as exc:
-            return await self._provider_failure(state, runner, exc, accepted=True)
+            return await self._provider_failure(state, state.runner, exc, accepted=True)
         except SessionFailure as exc:
-            await self._cleanup(runner, job)
+            await self._cleanup(state.runner, job)
             state.is_finished = True
             await self._events.failed(
                 route, EventError(code=exc.code, message=exc.message, retryable=exc.retryable)
@@ -230,14 +232,36 @@ class SessionManager:
             user_token=ready.user_token,
             conversation_id=ready.conversation_id,
             conversation_url=ready.conversation_url,
-            fallback_reason=resolution.fallback_reason,
+            fallback_reason=fallback_reason,
         )
         return None
 
+    async def _provision(
+        self, state: SessionState, resolution: Resolution, existing: Existing | None
+    ) -> tuple[LiveSession, str | None]:
+        """Start with the resolved runner; in `auto`, a Daily outage falls back to phoenix_rest."""
+        assert state.runner is not None
+        try:
+            return await self._start_unless_stopped(state, state.runner, existing), (
+                resolution.fallback_reason
+            )
+        except ProviderError as exc:
+            if not (resolution.fallback and exc.provider == "daily" and exc.retryable):
+                raise
+            reason = f"Daily is unavailable ({exc.message}); this session runs as phoenix_rest"
+            log.warning("session.fallback", error=exc.message, code=exc.code)
+            await self._cleanup(state.runner, state.job)
+            state.runner = resolution.fallback
+            state.route.mode = resolution.fallback.mode
+            structlog.contextvars.bind_contextvars(mode=resolution.fallback.mode)
+            fallback_existing = await resolution.fallback.lookup(state.job)
+            live = await self._start_unless_stopped(state, resolution.fallback, fallback_existing)
+            return live, reason
+
     async def _start_unless_stopped(
-        self, state: SessionState, runner: SessionRunner, existing: object
+        self, state: SessionState, runner: SessionRunner, existing: Existing | None
     ) -> LiveSession:
-        start = asyncio.create_task(runner.start(state.job, existing))  # type: ignore[arg-type]
+        start = asyncio.create_task(runner.start(state.job, existing))
         stop = asyncio.create_task(state.stop_requested.wait())
         try:
             done, _ = await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -266,12 +290,20 @@ class SessionManager:
             stop.cancel()
             if not provider_end.done():
                 provider_end.cancel()
-        if (
-            provider_end in done
-            and not provider_end.cancelled()
-            and provider_end.exception() is None
-        ):
-            reason: EndReason = provider_end.result()
+        broke = provider_end.exception() if provider_end in done else None
+        if isinstance(broke, SessionFailure):  # e.g. the session's process crashed
+            await self._release(live)
+            state.is_finished = True
+            await self._events.failed(
+                state.route,
+                EventError(code=broke.code, message=broke.message, retryable=broke.retryable),
+            )
+            return
+        if broke is not None:
+            raise broke
+        reason: EndReason
+        if provider_end in done:
+            reason = provider_end.result()
         elif stop in done or state.stop_reason is not None:
             reason = state.stop_reason or "stopped"
         else:

@@ -13,6 +13,7 @@ class Resolution:
     mode: ResolvedMode
     runner: SessionRunner
     fallback_reason: str | None = None
+    fallback: SessionRunner | None = None  # auto only: phoenix_rest when Daily turns out to be down
 
 
 class ModeResolver:
@@ -39,7 +40,11 @@ class ModeResolver:
         mode = requested or self._default
         if mode == "auto":
             if "pipecat_daily" in self._runners:
-                return Resolution("pipecat_daily", self._runners["pipecat_daily"])
+                return Resolution(
+                    "pipecat_daily",
+                    self._runners["pipecat_daily"],
+                    fallback=self._runners.get("phoenix_rest"),
+                )
             return Resolution(
                 "phoenix_rest",
                 self._require("phoenix_rest"),

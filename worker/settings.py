@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pipelines.config import LlmConfig, ProviderConfig, SttConfig, TtsConfig
+
 Mode = Literal["auto", "pipecat_daily", "phoenix_rest"]
 
 
@@ -35,13 +37,19 @@ class Settings(BaseSettings):
     provider_timeout_s: float = Field(10.0, gt=0)
     provider_retry_attempts: int = Field(3, ge=1, le=10)
 
-    # --- pipecat_daily pipeline providers ----------------------------------------------------
+    # --- pipecat_daily pipeline ---------------------------------------------------------------
+    worker_warm_processes: int = Field(2, ge=0, le=64)
+    pipeline_setup_timeout_s: float = Field(30.0, gt=0)
+    pipeline_avatar_timeout_s: float = Field(30.0, gt=0)
+    pipeline_idle_timeout_s: float = Field(300.0, gt=0)
     deepgram_api_key: SecretStr | None = None
+    deepgram_model: str = "nova-3"
     openai_api_key: SecretStr | None = None
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
     cartesia_api_key: SecretStr | None = None
     cartesia_voice_id: str = "71a7ad14-091c-4e8e-a314-022ece01c121"
+    cartesia_model: str | None = None
 
     # --- broker (names of the contract; each can be changed) ---------------------------------
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/")
@@ -81,6 +89,20 @@ class Settings(BaseSettings):
                 "WORKER_RETRY_DELAYS_S needs one or more positive numbers, e.g. 2,10,30"
             )
         return value
+
+    def provider_config(self) -> ProviderConfig:
+        """The pipecat_daily pipeline's STT/LLM/TTS settings."""
+        return ProviderConfig(
+            stt=SttConfig(api_key=self.deepgram_api_key, model=self.deepgram_model),
+            llm=LlmConfig(
+                api_key=self.openai_api_key, base_url=self.llm_base_url, model=self.llm_model
+            ),
+            tts=TtsConfig(
+                api_key=self.cartesia_api_key,
+                voice_id=self.cartesia_voice_id,
+                model=self.cartesia_model,
+            ),
+        )
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redactor (never logged themselves)."""

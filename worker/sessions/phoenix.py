@@ -45,6 +45,27 @@ def shutdown_reason(conversation: Conversation) -> str | None:
     return None
 
 
+async def lookup_by_conversation_name(
+    client: TavusClient, name: str, *, ended_pages: int = 10
+) -> Existing | None:
+    """A session's conversation (named after it), live or finished, or None if it never had one.
+
+    Active conversations are few and all scanned; ended ones can be many (Tavus has no filter by
+    name), so only the first `ended_pages` pages of 100 are looked at.
+    """
+    active = await client.find_conversations_by_name(name, status="active")
+    if active:
+        return Existing(finished=False, conversation_id=active[0].conversation_id)
+    for page in range(1, ended_pages + 1):
+        listed = await client.list_conversations(status="ended", limit=100, page=page)
+        for conversation in listed.data:
+            if conversation.conversation_name == name:
+                return Existing(finished=True, conversation_id=conversation.conversation_id)
+        if len(listed.data) < 100 or page * 100 >= listed.total_count:
+            break
+    return None
+
+
 class PhoenixSession:
     """A live Tavus-hosted conversation."""
 
@@ -88,7 +109,9 @@ class PhoenixRunner:
         *,
         default_replica_id: str | None,
         name_prefix: str,
+        dedupe_scan_pages: int = 10,
     ) -> None:
+        self._scan_pages = dedupe_scan_pages
         self._client = client
         self._monitor = monitor
         self._personas = personas
@@ -99,15 +122,9 @@ class PhoenixRunner:
         return f"{self._prefix}{session_id}"
 
     async def lookup(self, job: SessionJob) -> Existing | None:
-        found = await self._client.find_conversations_by_name(
-            self.conversation_name(job.session_id)
+        return await lookup_by_conversation_name(
+            self._client, self.conversation_name(job.session_id)
         )
-        active = [c for c in found if c.status == "active"]
-        if active:
-            return Existing(finished=False, conversation_id=active[0].conversation_id)
-        if found:
-            return Existing(finished=True, conversation_id=found[0].conversation_id)
-        return None
 
     async def start(self, job: SessionJob, existing: Existing | None) -> PhoenixSession:
         if existing is not None and existing.conversation_id and not existing.finished:

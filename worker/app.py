@@ -12,7 +12,9 @@ from typing import Any
 
 import structlog
 
+from tavus._http import RetryPolicy
 from tavus.client import TavusClient
+from tavus.daily import DailyClient
 from tavus.resolve import PersonaResolver
 from worker.broker import Broker, Topology
 from worker.contract import ResolvedMode
@@ -21,6 +23,7 @@ from worker.events import EventPublisher
 from worker.intake import Intake
 from worker.manager import SessionManager
 from worker.modes import ModeResolver
+from worker.reaper import Reaper
 from worker.sessions.base import SessionRunner
 from worker.sessions.monitor import ConversationMonitor
 from worker.sessions.phoenix import PhoenixRunner
@@ -49,8 +52,6 @@ def pipecat_daily_unavailable_reason(settings: Settings) -> str | None:
 
 
 def build_tavus_client(settings: Settings) -> TavusClient:
-    from tavus._http import RetryPolicy
-
     if settings.tavus_api_key is None:
         raise SystemExit(
             "TAVUS_API_KEY is not set: the worker cannot start Tavus sessions without it"
@@ -72,6 +73,7 @@ class WorkerApp:
         self.sessions: SessionManager | None = None
         self.intake: Intake | None = None
         self.pool: Any = None  # worker.pool.ProcessPool when pipecat_daily can run
+        self.reaper: Reaper | None = None
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self.started = asyncio.Event()
@@ -105,9 +107,12 @@ class WorkerApp:
                     dedupe_scan_pages=s.worker_dedupe_scan_pages,
                 )
             }
+            daily = self._daily_client(stack)
             unavailable = pipecat_daily_unavailable_reason(s)
-            if unavailable is None:
-                runners["pipecat_daily"] = await self._pipecat_daily_runner(stack, client, personas)
+            if unavailable is None and daily is not None:
+                runners["pipecat_daily"] = await self._pipecat_daily_runner(
+                    stack, client, daily, personas
+                )
             modes = ModeResolver(
                 runners,
                 default_mode=s.tavus_avatar_mode,
@@ -115,9 +120,10 @@ class WorkerApp:
             )
             await self.broker.connect()
             stack.push_async_callback(self.broker.aclose)
+            events = EventPublisher(self.broker)
             self.sessions = SessionManager(
                 broker=self.broker,
-                events=EventPublisher(self.broker),
+                events=events,
                 modes=modes,
                 worker_id=s.worker_id,
                 max_sessions=s.worker_max_sessions,
@@ -134,6 +140,19 @@ class WorkerApp:
             stack.push_async_callback(self.intake.aclose)
             await ControlListener(self.broker, self.sessions, s.worker_id).start()
             await self.intake.start()
+            if s.worker_reaper_interval_s > 0:
+                self.reaper = Reaper(
+                    broker=self.broker,
+                    events=events,
+                    tavus=client,
+                    daily=daily,
+                    prefix=s.worker_session_name_prefix,
+                    worker_id=s.worker_id,
+                    interval_s=s.worker_reaper_interval_s,
+                    is_live_here=self.sessions.is_live,
+                )
+                reaper_task = asyncio.create_task(self.reaper.run(), name="reaper")
+                stack.callback(reaper_task.cancel)
             log.info(
                 "worker.started",
                 worker_id=s.worker_id,
@@ -146,16 +165,10 @@ class WorkerApp:
             await self._stop.wait()
             await self._shutdown()
 
-    async def _pipecat_daily_runner(
-        self, stack: AsyncExitStack, client: TavusClient, personas: PersonaResolver
-    ) -> SessionRunner:
-        from tavus._http import RetryPolicy
-        from tavus.daily import DailyClient
-        from worker.pool import ProcessPool
-        from worker.sessions.pipecat_daily import PipecatDailyRunner
-
+    def _daily_client(self, stack: AsyncExitStack) -> DailyClient | None:
         s = self.settings
-        assert s.daily_api_key is not None and s.tavus_api_key is not None
+        if s.daily_api_key is None:
+            return None
         daily = DailyClient(
             api_key=s.daily_api_key.get_secret_value(),
             base_url=s.daily_api_url,
@@ -163,6 +176,20 @@ class WorkerApp:
             retry=RetryPolicy(attempts=s.provider_retry_attempts),
         )
         stack.push_async_callback(daily.aclose)
+        return daily
+
+    async def _pipecat_daily_runner(
+        self,
+        stack: AsyncExitStack,
+        client: TavusClient,
+        daily: DailyClient,
+        personas: PersonaResolver,
+    ) -> SessionRunner:
+        from worker.pool import ProcessPool
+        from worker.sessions.pipecat_daily import PipecatDailyRunner
+
+        s = self.settings
+        assert s.tavus_api_key is not None
         self.pool = ProcessPool(size=s.worker_warm_processes)
         stack.push_async_callback(self.pool.aclose)
         await self.pool.start()

@@ -30,6 +30,15 @@ log = structlog.get_logger("worker.broker")
 
 PUBLISH_TIMEOUT_S = 10.0
 
+# What a broker call can raise when the connection or channel is gone; callers that can live
+# without the call (cleanup, best-effort notes) catch exactly these and log them.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    asyncio.TimeoutError,
+)
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -60,7 +69,11 @@ class Topology:
         return f"{self.jobs_queue}.live.{session_id}"
 
     def control_queue(self, worker_id: str) -> str:
-        return f"{self.control_exchange}.{worker_id}"
+        # A random suffix: two workers given the same WORKER_ID must not lock each other out.
+        return f"{self.control_exchange}.{worker_id}.{uuid.uuid4().hex[:6]}"
+
+    def record_queue(self, session_id: str) -> str:
+        return f"{self.jobs_queue}.record.{session_id}"
 
 
 JOB_QUEUE_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum", "x-delivery-limit": 20}
@@ -236,6 +249,44 @@ class Broker:
         finally:
             if not channel.is_closed:
                 await channel.close()
+
+    async def write_record(self, session_id: str, record: dict[str, Any], ttl_s: float) -> None:
+        """Leave a durable note of a session (its event route) that outlives this worker.
+
+        The queue expires by itself `ttl_s` after its last use, so a note is never left forever.
+        """
+        channel = self.publish_channel
+        name = self.topo.record_queue(session_id)
+        queue = await channel.declare_queue(
+            name, durable=True, arguments={"x-expires": int(ttl_s * 1000)}
+        )
+        await queue.purge()
+        await self.publish(json_message(record), routing_key=name)
+
+    async def read_record(self, session_id: str) -> dict[str, Any] | None:
+        """The session's note, or None when there is none (it ended, or never got that far)."""
+        assert self.connection is not None
+        channel = await self.connection.channel()
+        try:
+            queue = await channel.declare_queue(self.topo.record_queue(session_id), passive=True)
+            message = await queue.get(no_ack=True, fail=False)
+            if message is None:
+                return None
+            record: dict[str, Any] = json.loads(message.body)
+            await self.publish(json_message(record), routing_key=queue.name)  # put it back
+            return record
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    async def delete_record(self, session_id: str) -> None:
+        """Drop the session's note once its terminal event is out (idempotent)."""
+        try:
+            await self.publish_channel.queue_delete(self.topo.record_queue(session_id))
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            self._publish_channel = await self.channel()
 
     async def _fresh_claim_channel(self) -> AbstractChannel:
         if self._claim_channel is None or self._claim_channel.is_closed:

@@ -18,7 +18,13 @@ import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-from worker.broker import Broker, declare_job_topology, declare_retry_queues, json_message
+from worker.broker import (
+    BROKER_ERRORS,
+    Broker,
+    declare_job_topology,
+    declare_retry_queues,
+    json_message,
+)
 from worker.contract import InvalidMessage, parse_job
 from worker.events import EventRoute
 from worker.manager import Outcome, SessionManager
@@ -145,12 +151,7 @@ class Intake:
             else:
                 await self._dead_letter(message, outcome.reason)
                 await message.ack()
-        except (
-            TimeoutError,
-            aiormq.exceptions.AMQPError,
-            aio_pika.exceptions.ChannelInvalidStateError,
-            ConnectionError,
-        ) as exc:
+        except BROKER_ERRORS as exc:
             log.warning("intake.settle_failed", action=outcome.action, error=type(exc).__name__)
 
     async def _republish_for_retry(self, message: AbstractIncomingMessage, delay_s: float) -> None:
@@ -186,5 +187,5 @@ class Intake:
         for task in list(self._in_flight):
             task.cancel()
         if self._channel is not None and not self._channel.is_closed:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*BROKER_ERRORS):
                 await self._channel.close()

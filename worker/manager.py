@@ -18,7 +18,7 @@ from typing import Literal
 import structlog
 
 from tavus.errors import ProviderError
-from worker.broker import Broker
+from worker.broker import BROKER_ERRORS, Broker
 from worker.contract import EndReason, EventError, SessionJob
 from worker.events import EventPublisher, EventRoute
 from worker.modes import ModeResolver, Resolution
@@ -27,6 +27,7 @@ from worker.sessions.base import Existing, LiveSession, SessionFailure, SessionR
 log = structlog.get_logger("worker.manager")
 
 RELEASE_TIMEOUT_S = 30.0
+RECORD_TTL_MARGIN_S = 3600
 FINISHED_MEMORY = 10_000
 
 Action = Literal["ack", "requeue", "retry", "dead_letter"]
@@ -53,6 +54,7 @@ class SessionState:
     task: asyncio.Task[None] | None = None
     is_finished: bool = False  # reached its one outcome: a later copy of the job is a duplicate
     is_forgotten: bool = False
+    has_record: bool = False
 
     def request_stop(self, reason: EndReason) -> None:
         if self.stop_reason is None:
@@ -122,6 +124,10 @@ class SessionManager:
     def is_known(self, session_id: str) -> bool:
         """True when the session is live here or finished here recently (a duplicate)."""
         return session_id in self._sessions or session_id in self._finished
+
+    def is_live(self, session_id: str) -> bool:
+        """True while the session runs (or starts) on this worker."""
+        return session_id in self._sessions
 
     def sessions(self) -> list[SessionState]:
         return list(self._sessions.values())
@@ -209,8 +215,10 @@ class SessionManager:
             return Outcome("ack", reason="expired")
         await self._events.accepted(route)
         state.runner = runner
+        record = asyncio.create_task(self._write_record(state))
         try:
             state.live, fallback_reason = await self._provision(state, resolution, existing)
+            await record
         except _StopDuringStart:
             await self._cleanup(state.runner, job)
             state.is_finished = True
@@ -336,6 +344,25 @@ class SessionManager:
         await self._events.failed(route, error)
         return Outcome("ack", reason=exc.code)
 
+    async def _write_record(self, state: SessionState) -> None:
+        """The note a reaper needs to finish this session if this worker dies (its event route)."""
+        route = state.route
+        await self._broker.write_record(
+            route.session_id,
+            {
+                "session_id": route.session_id,
+                "attempt": route.attempt,
+                "metadata": route.metadata,
+                "reply_to": route.reply_to,
+                "correlation_id": route.correlation_id,
+                "mode": route.mode,
+                "worker_id": self.worker_id,
+                "started_at": time.time() - self._age(state),
+            },
+            ttl_s=state.job.max_duration_s + RECORD_TTL_MARGIN_S,
+        )
+        state.has_record = True
+
     def retry_delay_s(self, attempt: int, retry_after_s: float | None = None) -> float:
         """The backoff step for the next attempt (the smallest one covering Retry-After)."""
         delays = sorted(self._retry_delays_s)
@@ -347,11 +374,13 @@ class SessionManager:
     async def _fail(self, state: SessionState, code: str, message: str, *, retryable: bool) -> None:
         if state.live is not None:
             await self._release(state.live)
-        with contextlib.suppress(Exception):
-            state.is_finished = True
+        state.is_finished = True
+        try:
             await self._events.failed(
                 state.route, EventError(code=code, message=message, retryable=retryable)
             )
+        except BROKER_ERRORS as exc:
+            log.error("session.failed_event_lost", error=type(exc).__name__)
 
     async def _release(self, live: LiveSession) -> None:
         try:
@@ -375,8 +404,12 @@ class SessionManager:
             self._finished[sid] = None
             while len(self._finished) > FINISHED_MEMORY:
                 self._finished.popitem(last=False)
-        with contextlib.suppress(Exception):
+        try:
+            if state.is_finished and state.has_record:
+                await self._broker.delete_record(sid)
             await self._broker.release_claim(sid)
+        except BROKER_ERRORS as exc:
+            log.warning("session.bookkeeping_failed", error=type(exc).__name__)
         structlog.contextvars.clear_contextvars()
         self._changed()
 

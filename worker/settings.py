@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     worker_session_name_prefix: str = "aw-"
     worker_default_max_duration_s: int = Field(1800, ge=60, le=14400)
     worker_dedupe_scan_pages: int = Field(10, ge=1)
+    worker_reaper_interval_s: float = Field(30.0, ge=0)  # 0 turns the reaper off on this worker
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,6 +43,8 @@ class Harness:
     prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}")
     events: list[dict[str, Any]] = field(default_factory=list)
     workers: list[tuple[WorkerApp, asyncio.Task[None]]] = field(default_factory=list)
+    processes: list[asyncio.subprocess.Process] = field(default_factory=list)
+    _drains: list[asyncio.Task[None]] = field(default_factory=list)
     connection: aio_pika.abc.AbstractRobustConnection | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -69,7 +73,7 @@ class Harness:
             "amqp_events_exchange": topo.events_exchange,
             "amqp_control_exchange": topo.control_exchange,
             "amqp_dead_letter_queue": topo.dead_letter_queue,
-            "worker_id": f"{self.prefix}-w{len(self.workers)}",
+            "worker_id": f"{self.prefix}-w{len(self.workers) + len(self.processes)}",
             "worker_max_sessions": 5,
             "worker_max_attempts": 3,
             "worker_retry_delays_s": [0.2, 0.4],
@@ -77,6 +81,7 @@ class Harness:
             "worker_poll_interval_s": 0.1,
             "provider_retry_attempts": 2,
             "provider_timeout_s": 5.0,
+            "worker_reaper_interval_s": 0,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)
@@ -97,6 +102,56 @@ class Harness:
         async with self._changed:
             self.events.append(event)
             self._changed.notify_all()
+
+    def env(self, **overrides: Any) -> dict[str, str]:
+        """The settings of `settings()` as environment variables, for a worker process."""
+        settings = self.settings(**overrides)
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("TAVUS_", "DAILY_", "AMQP_"))
+        }
+        for name, value in settings.model_dump().items():
+            if value is None:
+                continue
+            if hasattr(value, "get_secret_value"):
+                value = value.get_secret_value()
+            if isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            env[name.upper()] = str(value)
+        env["LOG_FORMAT"] = "json"
+        return env
+
+    async def spawn_worker_process(self, **overrides: Any) -> asyncio.subprocess.Process:
+        """A real `avatar-worker run` process; returns once it logs that it consumes jobs."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "run",
+            env=self.env(**overrides),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self.processes.append(proc)
+        assert proc.stderr is not None
+
+        async def started() -> None:
+            assert proc.stderr is not None
+            while True:
+                line = await proc.stderr.readline()
+                if not line:
+                    raise AssertionError("worker process exited before it started")
+                if b"worker.started" in line:
+                    return
+
+        await asyncio.wait_for(started(), 30)
+        self._drains.append(asyncio.create_task(self._drain(proc)))
+        return proc
+
+    @staticmethod
+    async def _drain(proc: asyncio.subprocess.Process) -> None:
+        assert proc.stderr is not None
+        while await proc.stderr.readline():
+            pass
 
     async def start_worker(self, **overrides: Any) -> WorkerApp:
         app = WorkerApp(self.settings(**overrides))
@@ -213,6 +268,10 @@ class Harness:
         ]
 
     async def aclose(self) -> None:
+        for proc in self.processes:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
         for app, task in self.workers:
             if not task.done():
                 app.request_shutdown()

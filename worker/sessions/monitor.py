@@ -1,7 +1,9 @@
 """Follows every live Tavus conversation of this worker with one poller, not one per session.
 
 Each interval it lists the account's active conversations (all pages); a watched conversation that
-is no longer listed is confirmed with one verbose GET, and its watcher learns why it ended.
+is no longer listed is confirmed with one verbose GET, and its watcher learns why it ended. Another
+active conversation with a watched session's name (a create that a dead worker left in flight)
+is ended, so a session never keeps two paid conversations.
 """
 
 from __future__ import annotations
@@ -27,11 +29,16 @@ class ConversationMonitor:
         self._client = client
         self._interval_s = interval_s
         self._watched: dict[str, asyncio.Future[Conversation | None]] = {}
+        self._names: dict[str, str] = {}  # conversation name -> the watched conversation id
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
-    def watch(self, conversation_id: str) -> asyncio.Future[Conversation | None]:
+    def watch(
+        self, conversation_id: str, name: str | None = None
+    ) -> asyncio.Future[Conversation | None]:
         """A future resolved with the ended conversation (None if it vanished)."""
+        if name:
+            self._names[name] = conversation_id
         future = self._watched.get(conversation_id)
         if future is None or future.done():
             future = asyncio.get_running_loop().create_future()
@@ -41,6 +48,8 @@ class ConversationMonitor:
         return future
 
     def unwatch(self, conversation_id: str) -> None:
+        for name in [n for n, cid in self._names.items() if cid == conversation_id]:
+            del self._names[name]
         future = self._watched.pop(conversation_id, None)
         if future is not None and not future.done():
             future.cancel()
@@ -73,7 +82,17 @@ class ConversationMonitor:
     async def _poll_once(self) -> None:
         if not self._watched:
             return
-        active = {c.conversation_id async for c in self._client.iter_conversations(status="active")}
+        active: set[str] = set()
+        duplicates: list[str] = []
+        async for c in self._client.iter_conversations(status="active"):
+            active.add(c.conversation_id)
+            owner = self._names.get(c.conversation_name or "")
+            if owner is not None and owner != c.conversation_id:
+                duplicates.append(c.conversation_id)
+        for cid in duplicates:
+            log.warning("tavus.duplicate_conversation_ended", conversation_id=cid)
+            with contextlib.suppress(NotFoundError):
+                await self._client.end_conversation(cid)
         for cid in [cid for cid in self._watched if cid not in active]:
             try:
                 conversation: Conversation | None = await self._client.get_conversation(

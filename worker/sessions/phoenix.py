@@ -61,7 +61,7 @@ async def lookup_by_conversation_name(
         for conversation in listed.data:
             if conversation.conversation_name == name:
                 return Existing(finished=True, conversation_id=conversation.conversation_id)
-        if len(listed.data) < 100 or page * 100 >= listed.total_count:
+        if len(listed.data) < 100 or page * 100 >= (listed.total_count or 0):
             break
     return None
 
@@ -75,6 +75,7 @@ class PhoenixSession:
         self._client = client
         self._monitor = monitor
         self.conversation_id = conversation.conversation_id
+        self._name = conversation.conversation_name
         self.ready = ReadyInfo(
             conversation_id=conversation.conversation_id,
             conversation_url=conversation.conversation_url,
@@ -82,7 +83,7 @@ class PhoenixSession:
         self._released = False
 
     async def wait_end(self) -> EndReason:
-        ended = await self._monitor.watch(self.conversation_id)
+        ended = await self._monitor.watch(self.conversation_id, self._name)
         self._released = True  # Tavus ended it: nothing left to release
         return end_reason_from(ended)
 

@@ -20,7 +20,7 @@ from tavus.errors import NotFoundError
 from tavus.models import Persona
 from tavus.resolve import PersonaResolver, resolve_replica
 from worker.contract import EndReason, ResolvedMode, SessionJob
-from worker.pool import ChildFailed, ChildProcess, ProcessPool
+from worker.pool import ChildFailed, ChildProcess, Ended, ProcessPool
 from worker.sessions.base import Existing, ReadyInfo, SessionFailure
 from worker.sessions.phoenix import lookup_by_conversation_name
 
@@ -58,14 +58,10 @@ class PipecatDailySession:
 
     async def wait_end(self) -> EndReason:
         outcome = await self._child.wait_outcome()
-        if outcome.kind == "ended":
+        if isinstance(outcome, Ended):
             reason = outcome.reason if outcome.reason in CONTRACT_REASONS else "provider_ended"
             return reason  # type: ignore[return-value]
-        raise SessionFailure(
-            outcome.code or "pipeline_error",
-            outcome.message or "the pipeline broke",
-            retryable=False,
-        )
+        raise SessionFailure(outcome.code, outcome.message, retryable=False)
 
     async def release(self) -> None:
         if self._released:

@@ -1,0 +1,74 @@
+"""The reaper finishes sessions whose worker died, and never touches live ones."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+import pytest
+
+from tests.worker.harness import Harness, job
+
+pytestmark = pytest.mark.broker
+
+
+async def test_session_of_a_killed_worker_is_ended_as_worker_lost(h: Harness) -> None:
+    """SIGKILL a worker with a live session: another worker's reaper ends the conversation and
+    publishes ended(worker_lost), to the events exchange and to the job's reply_to."""
+    victim = await h.spawn_worker_process()
+    assert h.connection is not None
+    channel = await h.connection.channel()
+    reply = await channel.declare_queue(exclusive=True)
+    body = job(metadata={"k": "v"})
+    sid = body["session_id"]
+    await h.publish(body, reply_to=reply.name, correlation_id="c-9")
+    ready = await h.wait_for(sid, "ready")
+    await asyncio.sleep(0.5)  # let the job's ack reach the broker: the session is past intake
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+    assert h.sim.conversations[ready["conversation_id"]].status == "active"  # leaked, for now
+    await h.start_worker(worker_reaper_interval_s=0.2)
+    ended = await h.wait_for(sid, "ended", timeout_s=20)
+    assert ended["reason"] == "worker_lost"
+    assert ended["metadata"] == {"k": "v"} and ended["mode"] == "phoenix_rest"
+    assert ended["duration_s"] > 0
+    assert h.sim.conversations[ready["conversation_id"]].status == "ended"
+    replies = [json.loads((await reply.get(timeout=5)).body)["status"] for _ in range(3)]
+    assert replies == ["accepted", "ready", "ended"]
+    await asyncio.sleep(0.6)  # further sweeps find nothing more to do
+    assert h.statuses(sid) == ["accepted", "ready", "ended"]
+
+
+async def test_reaper_leaves_live_sessions_of_other_workers_alone(h: Harness) -> None:
+    """A sweep from another worker does not end a session that a live worker runs."""
+    await h.spawn_worker_process()
+    other = await h.start_worker(worker_reaper_interval_s=3600)  # swept by hand below
+    body = job()
+    await h.publish(body)
+    ready = await h.wait_for(body["session_id"], "ready")
+    assert other.reaper is not None
+    assert await other.reaper.sweep_once() == []
+    assert h.sim.conversations[ready["conversation_id"]].status == "active"
+    assert h.statuses(body["session_id"]) == ["accepted", "ready"]
+
+
+async def test_worker_killed_while_provisioning_is_resumed_by_another_worker(h: Harness) -> None:
+    """SIGKILL before `ready`: the unacked job is redelivered and the next worker resumes the
+    session; a conversation the dead worker left in flight is ended, so one stays active."""
+    h.sim.faults.latency("POST /v2/conversations", 1.0)
+    victim = await h.spawn_worker_process()
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    await h.wait_for(sid, "accepted")
+    await asyncio.sleep(0.3)  # the create is in flight at Tavus
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+    rescuer = await h.start_worker()
+    ready = await h.wait_for(sid, "ready", timeout_s=20)
+    assert ready["worker_id"] == rescuer.settings.worker_id
+    await asyncio.sleep(1.5)  # the dead worker's create lands; the next poll ends it if it is extra
+    active = [c for c in h.created_conversations(sid) if h.sim.conversations[c].status == "active"]
+    assert active == [ready["conversation_id"]]
+    assert h.statuses(sid) == ["accepted", "accepted", "ready"]

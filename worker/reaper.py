@@ -1,0 +1,153 @@
+"""The reaper: a periodic, leader-free sweep (safe on every worker) that finishes sessions whose
+worker died — ends their Tavus conversations, deletes their Daily rooms, publishes `ended`
+(`worker_lost`) from the session's record.
+
+A resource is ours when its name starts with the session-name prefix; it is an orphan when no live
+connection holds its session's claim queue. The reaper takes that claim itself before touching
+anything, so two reapers (or a redelivered job) never act on the same session at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from tavus.client import TavusClient
+from tavus.daily import DailyClient, room_name_for
+from tavus.errors import NotFoundError, ProviderError
+from worker.broker import BROKER_ERRORS, Broker
+from worker.contract import SESSION_ID_PATTERN
+from worker.events import EventPublisher, EventRoute
+
+log = structlog.get_logger("worker.reaper")
+
+_SESSION_ID = re.compile(SESSION_ID_PATTERN)
+SWEEP_ERRORS: tuple[type[BaseException], ...] = (ProviderError, *BROKER_ERRORS)
+
+
+@dataclass
+class Orphan:
+    """What the providers hold for one session id."""
+
+    session_id: str
+    conversation_ids: list[str] = field(default_factory=list)
+    room_names: set[str] = field(default_factory=set)
+
+
+class Reaper:
+    """Finds and finishes sessions that belong to this service but to no live worker."""
+
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        events: EventPublisher,
+        tavus: TavusClient,
+        daily: DailyClient | None,
+        prefix: str,
+        worker_id: str,
+        interval_s: float,
+        is_live_here: Any,
+    ) -> None:
+        self._broker = broker
+        self._events = events
+        self._tavus = tavus
+        self._daily = daily
+        self._prefix = prefix
+        self._worker_id = worker_id
+        self._interval_s = interval_s
+        self._is_live_here = is_live_here
+        self.reaped_total = 0
+
+    async def run(self) -> None:
+        """Sweep forever at a jittered interval (so workers do not sweep in lockstep)."""
+        while True:
+            await asyncio.sleep(self._interval_s * (0.5 + random.random()))
+            try:
+                await self.sweep_once()
+            except SWEEP_ERRORS as exc:
+                log.warning("reaper.sweep_failed", error=str(exc) or type(exc).__name__)
+
+    async def sweep_once(self) -> list[str]:
+        """One sweep; returns the session ids it finished."""
+        reaped = []
+        for orphan in (await self._candidates()).values():
+            if self._is_live_here(orphan.session_id):
+                continue
+            if await self._broker.is_claimed_elsewhere(orphan.session_id):
+                continue
+            if not await self._broker.claim(orphan.session_id):
+                continue
+            try:
+                await self._finish(orphan)
+                reaped.append(orphan.session_id)
+            finally:
+                await self._broker.release_claim(orphan.session_id)
+        self.reaped_total += len(reaped)
+        return reaped
+
+    async def _candidates(self) -> dict[str, Orphan]:
+        found: dict[str, Orphan] = defaultdict(lambda: Orphan(""))
+        async for conversation in self._tavus.iter_conversations(status="active"):
+            sid = self._session_id(conversation.conversation_name)
+            if sid is not None:
+                found[sid].session_id = sid
+                found[sid].conversation_ids.append(conversation.conversation_id)
+        if self._daily is not None:
+            async for room in self._daily.iter_rooms():
+                sid = self._session_id(room.name)
+                if sid is not None and room_name_for(sid, self._prefix) == room.name:
+                    found[sid].session_id = sid
+                    found[sid].room_names.add(room.name)
+        return dict(found)
+
+    def _session_id(self, name: str | None) -> str | None:
+        if not name or not name.startswith(self._prefix):
+            return None
+        sid = name[len(self._prefix) :]
+        return sid if _SESSION_ID.match(sid) else None
+
+    async def _finish(self, orphan: Orphan) -> None:
+        sid = orphan.session_id
+        log.warning(
+            "reaper.orphan",
+            session_id=sid,
+            conversations=orphan.conversation_ids,
+            rooms=sorted(orphan.room_names),
+        )
+        for cid in orphan.conversation_ids:
+            with contextlib.suppress(NotFoundError):
+                await self._tavus.end_conversation(cid)
+        if self._daily is not None:
+            for name in orphan.room_names | {room_name_for(sid, self._prefix)}:
+                await self._daily.delete_room(name)
+        record = await self._broker.read_record(sid)
+        if record is not None:
+            await self._events.ended(self._route(record), "worker_lost", self._age(record))
+            await self._broker.delete_record(sid)
+        else:
+            log.warning("reaper.no_record", session_id=sid)
+
+    def _route(self, record: dict[str, Any]) -> EventRoute:
+        return EventRoute(
+            session_id=record["session_id"],
+            worker_id=self._worker_id,
+            attempt=int(record.get("attempt") or 1),
+            metadata=dict(record.get("metadata") or {}),
+            reply_to=record.get("reply_to"),
+            correlation_id=record.get("correlation_id"),
+            mode=record.get("mode"),
+        )
+
+    @staticmethod
+    def _age(record: dict[str, Any]) -> float:
+        started = record.get("started_at")
+        return max(time.time() - float(started), 0.0) if started else 0.0

@@ -221,9 +221,10 @@ def preload() -> None:
     available, reason = daily_availability()  # imports DailyTransport and TavusVideoService
     if not available:
         log.warning("child.daily_unavailable", reason=reason)
-    for module in ("deepgram.stt", "openai.llm", "cartesia.tts"):
+    modules = ("services.deepgram.stt", "services.openai.llm", "services.cartesia.tts")
+    for module in (*modules, "audio.turn.smart_turn.local_smart_turn_v3"):
         try:
-            importlib.import_module(f"pipecat.services.{module}")
+            importlib.import_module(f"pipecat.{module}")
         except ImportError as exc:
             log.warning("child.preload_failed", module=module, error=str(exc))
     SileroVADAnalyzer()  # loads onnxruntime and the model

@@ -95,16 +95,8 @@ class ChildProcess:
     ) -> ChildProcess:
         """Start ``python -m worker.pool.child``; it is warm once `wait_warm` returns."""
         spawned_at = asyncio.get_running_loop().time()
-        heartbeat = f"{options.heartbeat_interval_s:g}"
-        argv = [
-            "-m",
-            CHILD_MODULE,
-            "--heartbeat-s",
-            heartbeat,
-            "--spawned-at",
-            f"{time.time():.6f}",
-        ]
-        argv += options.args
+        argv = ["-m", CHILD_MODULE, "--heartbeat-s", f"{options.heartbeat_interval_s:g}"]
+        argv += ["--spawned-at", f"{time.time():.6f}", *options.args]
         pipe = asyncio.subprocess.PIPE
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -177,7 +169,7 @@ class ChildProcess:
         )
         self._log.info("pool.session_sent", session_id=spec.session_id)
         if not await self._channel.send(start):
-            await self._wait_exited(_STDOUT_DRAIN_S)
+            await self.wait_exited(_STDOUT_DRAIN_S)
             raise self._failure()
 
     async def wait_ready(self) -> str | None:
@@ -185,7 +177,6 @@ class ChildProcess:
 
         Raises `ChildFailed` when the session failed or the process died first.
         """
-        self._require_session()
         await _first_of(self._ready, self._ended)
         if self._ready.is_set():
             return self._conversation_id
@@ -194,8 +185,10 @@ class ChildProcess:
         return None
 
     async def wait_outcome(self) -> ChildOutcome:
-        """The child's ``ended``/``failed``, or the failure synthesized when the process died."""
-        self._require_session()
+        """The child's ``ended``/``failed``, or the failure synthesized when the process died.
+
+        A child given no session has an outcome only once it exits (e.g. after `stop`).
+        """
         await self._ended.wait()
         assert self._outcome is not None
         return self._outcome
@@ -210,7 +203,7 @@ class ChildProcess:
         """SIGKILL the process and reap it; idempotent."""
         if not self._exited.is_set():
             self._kill_now("killed")
-        await self._wait_exited(_KILL_WAIT_S)
+        await self.wait_exited(_KILL_WAIT_S)
 
     def close_stdin(self) -> None:
         """EOF on the child's stdin: what it sees when the parent goes away (it stops)."""
@@ -219,7 +212,12 @@ class ChildProcess:
 
     async def wait_exited(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the process to exit and be reaped; True if it has."""
-        return await self._wait_exited(timeout_s)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._exited.wait()
+        except TimeoutError:
+            return False
+        return True
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -306,18 +304,6 @@ class ChildProcess:
         if isinstance(outcome, Failed):
             return ChildFailed(outcome.code, outcome.message, retryable=outcome.retryable)
         return ChildFailed(CRASHED, f"session process {self.pid} is gone", retryable=True)
-
-    def _require_session(self) -> None:
-        if not self._session_started:
-            raise RuntimeError(f"no session was started in session process {self.pid}")
-
-    async def _wait_exited(self, timeout_s: float) -> bool:
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._exited.wait()
-        except TimeoutError:
-            return False
-        return True
 
     def _redact(self, text: str) -> str:
         return REDACTOR.redact(self._redactor.redact(text))

@@ -22,6 +22,7 @@ log = structlog.get_logger("worker.ops.load")
 
 DEFAULT_CPU_THRESHOLD = 0.7
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+_EPSILON = 1e-9
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ class LoadMonitor:
 
     def _over(self, margin: float) -> bool:
         """At or above a threshold lowered by `margin` (0 to enter, hysteresis to stay)."""
+        margin += _EPSILON  # an average of 0.6, 0.7 and 0.8 is 0.7, whatever floats say
         cpu = self.cpu_threshold is not None and self.load >= self.cpu_threshold - margin
         memory = (
             self.memory_threshold is not None and self._memory >= self.memory_threshold - margin

@@ -172,6 +172,7 @@ def _run(args: argparse.Namespace) -> int:
                 args.port,
                 tavus_api_keys=set(args.tavus_keys or ["sim-tavus-key"]),
                 daily_api_keys=set(args.daily_keys or ["sim-daily-key"]),
+                public_base_url=args.public_base_url,
             )
         )
         return 0

@@ -1,0 +1,64 @@
+"""The producer-side commands, run as a user would: `enqueue --wait`, `stop`, and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import aiormq
+import pytest
+
+from tests.worker.harness import Harness
+
+pytestmark = pytest.mark.broker
+
+
+async def run_cli(h: Harness, *args: str, timeout_s: float = 60) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker.cli",
+        *args,
+        env=h.env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_enqueue_wait_prints_the_lifecycle_and_stop_ends_it(h: Harness) -> None:
+    """`enqueue --wait` prints accepted and ready live; `stop` from another shell ends it."""
+    await h.start_worker()
+    enqueue = asyncio.create_task(
+        run_cli(
+            h,
+            "enqueue",
+            "--session-id",
+            "cli-s1",
+            "--greeting",
+            "Hi",
+            "--wait",
+            "--timeout-s",
+            "30",
+        )
+    )
+    await h.wait_for("cli-s1", "ready")
+    code, out, _ = await run_cli(h, "stop", "cli-s1", "--reason", "done")
+    assert code == 0 and "stop sent for cli-s1" in out
+    code, out, err = await enqueue
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "enqueued cli-s1; waiting for its events"
+    assert [line.split()[0] for line in lines[1:]] == ["accepted", "ready", "ended"]
+    assert "conversation_url=" in lines[2] and "reason=stopped" in lines[3]
+
+
+async def test_enqueue_refuses_an_invalid_job_before_sending_it(h: Harness) -> None:
+    """A job that breaks the contract is refused by the CLI with the field named; nothing is sent."""
+    code, _, err = await run_cli(h, "enqueue", "--session-id", "bad id!")
+    assert code == 2
+    assert "field `session_id`" in err
+    with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
+        await h.queue_depth()  # the CLI never even declared the queue

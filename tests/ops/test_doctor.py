@@ -1,0 +1,210 @@
+"""`avatar-worker doctor`: its verdict lines, exit code and fixes, against the simulator and a
+real broker; never a secret in what it prints."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import socket
+from typing import Any
+
+from pydantic import SecretStr
+
+from tavus.sim import ANNA_REPLICA_ID, TRAINING_REPLICA_ID
+from worker.ops.doctor import Probes, add_doctor_parser, run_doctor
+from worker.settings import Settings
+
+TAVUS_KEY = "test-tavus-key-0123456789"  # what the `sim` fixture accepts
+DAILY_KEY = "test-daily-key-0123456789"
+PIPELINE_KEYS = {
+    "deepgram_api_key": SecretStr("deepgram-secret-0123456789"),
+    "openai_api_key": SecretStr("openai-secret-0123456789"),
+    "cartesia_api_key": SecretStr("cartesia-secret-0123456789"),
+}
+DAILY_PYTHON_OK = Probes(daily_python=lambda: (True, None))
+
+
+def settings_for(sim: Any, amqp_url: str, **overrides: Any) -> Settings:
+    """Settings pointing at the simulator, phoenix_rest only, nothing read from the environment."""
+    values: dict[str, Any] = {
+        "tavus_api_key": SecretStr(TAVUS_KEY),
+        "tavus_base_url": sim.tavus_base_url,
+        "tavus_default_replica_id": ANNA_REPLICA_ID,
+        "tavus_avatar_mode": "auto",
+        "daily_api_key": None,
+        "daily_api_url": sim.daily_base_url,
+        "deepgram_api_key": None,
+        "openai_api_key": None,
+        "cartesia_api_key": None,
+        "amqp_url": SecretStr(amqp_url),
+    }
+    return Settings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
+
+
+async def doctor(settings: Settings, probe: Probes | None = None) -> tuple[int, list[str]]:
+    out = io.StringIO()
+    code = await run_doctor(settings, out, probe=probe, timeout_s=3)
+    text = out.getvalue()
+    for secret in settings.secret_values():
+        assert secret not in text, "a secret was printed"
+    return code, text.splitlines()
+
+
+def line(lines: list[str], name: str) -> str:
+    """The verdict line of check `name`, with the mark and name spacing collapsed."""
+    found = [" ".join(ln.split()) for ln in lines if ln[2:].startswith(f"{name} ")]
+    assert len(found) == 1, f"no single {name!r} line in {lines}"
+    return found[0]
+
+
+def fix_after(lines: list[str], name: str) -> str:
+    index = next(i for i, ln in enumerate(lines) if ln[2:].startswith(f"{name} "))
+    return " ".join(lines[index + 1].split())
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_a_good_phoenix_rest_configuration_passes(sim: Any, broker_url: str) -> None:
+    """Broker, key and default replica fine, no Daily: exit 0, pipecat_daily lines are "–"."""
+    code, lines = await doctor(settings_for(sim, broker_url))
+    assert code == 0
+    assert line(lines, "broker").startswith("✓ broker connected to amqp://")
+    assert line(lines, "tavus key") == f"✓ tavus key TAVUS_API_KEY accepted by {sim.tavus_base_url}"
+    assert line(lines, "default replica") == f"✓ default replica {ANNA_REPLICA_ID} (Anna) is ready"
+    assert line(lines, "daily key").startswith("– daily key DAILY_API_KEY is not set")
+    assert line(lines, "pipeline keys").startswith("– pipeline keys not set: DEEPGRAM_API_KEY")
+    assert line(lines, "mode") == (
+        "✓ mode auto → phoenix_rest: pipecat_daily cannot run"
+        " (daily key: DAILY_API_KEY is not set: pipecat_daily is off)"
+    )
+    assert lines[-1] == (
+        "doctor: ok: this worker can run phoenix_rest sessions (pipecat_daily: unavailable)"
+    )
+
+
+async def test_a_full_configuration_picks_pipecat_daily(sim: Any, broker_url: str) -> None:
+    """With Daily, daily-python and the pipeline keys, auto picks pipecat_daily; no key is printed."""
+    settings = settings_for(sim, broker_url, daily_api_key=SecretStr(DAILY_KEY), **PIPELINE_KEYS)
+    code, lines = await doctor(settings, DAILY_PYTHON_OK)
+    assert code == 0
+    assert line(lines, "daily key") == f"✓ daily key DAILY_API_KEY accepted by {sim.daily_base_url}"
+    assert line(lines, "daily-python").startswith("✓ daily-python importable")
+    assert line(lines, "pipeline keys").startswith("✓ pipeline keys STT, LLM and TTS keys set")
+    assert line(lines, "mode") == "✓ mode auto → pipecat_daily (phoenix_rest when Daily is down)"
+    assert lines[-1].endswith("(pipecat_daily: available)")
+
+
+async def test_a_wrong_tavus_key_fails_with_a_fix(sim: Any, broker_url: str) -> None:
+    """A rejected key: ✗ with the 401 and a fix, the replica check skipped, exit 1, key not shown."""
+    settings = settings_for(sim, broker_url, tavus_api_key=SecretStr("not-the-key-0123456789"))
+    code, lines = await doctor(settings)
+    assert code == 1
+    assert line(lines, "tavus key").startswith(
+        "✗ tavus key TAVUS_API_KEY was rejected by Tavus (401"
+    )
+    assert fix_after(lines, "tavus key").startswith("fix: set TAVUS_API_KEY to a valid key")
+    assert line(lines, "default replica") == (
+        f"– default replica {ANNA_REPLICA_ID}: skipped, needs a working Tavus key"
+    )
+    assert lines[-1] == "doctor: NOT READY: fix the ✗ lines above (tavus key)"
+
+
+async def test_a_missing_tavus_key_fails(sim: Any, broker_url: str) -> None:
+    """No TAVUS_API_KEY at all: ✗ saying so, exit 1."""
+    code, lines = await doctor(settings_for(sim, broker_url, tavus_api_key=None))
+    assert code == 1
+    assert line(lines, "tavus key") == "✗ tavus key TAVUS_API_KEY is not set"
+
+
+async def test_an_unknown_default_replica_fails(sim: Any, broker_url: str) -> None:
+    """A default replica the account does not have: ✗ naming it and where it came from, exit 1."""
+    settings = settings_for(sim, broker_url, tavus_default_replica_id="r0000000dead")
+    code, lines = await doctor(settings)
+    assert code == 1
+    assert line(lines, "default replica").startswith(
+        "✗ default replica replica r0000000dead (from TAVUS_DEFAULT_REPLICA_ID) does not exist"
+    )
+    assert "avatar-worker replicas list" in fix_after(lines, "default replica")
+
+
+async def test_a_training_default_replica_fails(sim: Any, broker_url: str) -> None:
+    """A default replica still training is not ready: ✗ and exit 1."""
+    settings = settings_for(sim, broker_url, tavus_default_replica_id=TRAINING_REPLICA_ID)
+    code, lines = await doctor(settings)
+    assert code == 1
+    assert "is still training" in line(lines, "default replica")
+
+
+async def test_an_unreachable_broker_fails_without_showing_its_password(sim: Any) -> None:
+    """A broker that refuses connections: ✗ with the URL (password hidden) and a fix, exit 1."""
+    port = closed_port()
+    settings = settings_for(sim, f"amqp://avatar:s3cret-pass@127.0.0.1:{port}/")
+    code, lines = await doctor(settings)
+    assert code == 1
+    assert line(lines, "broker").startswith(
+        f"✗ broker cannot connect to amqp://avatar:***@127.0.0.1:{port}/"
+    )
+    assert fix_after(lines, "broker").startswith("fix: start RabbitMQ")
+    assert line(lines, "tavus key").startswith("✓ tavus key")
+    assert lines[-1] == "doctor: NOT READY: fix the ✗ lines above (broker)"
+
+
+async def test_an_unreachable_tavus_says_to_check_the_url(broker_url: str, sim: Any) -> None:
+    """TAVUS_BASE_URL where nothing listens: ✗ tavus key with a fix naming TAVUS_BASE_URL."""
+    url = f"http://127.0.0.1:{closed_port()}/v2"
+    code, lines = await doctor(settings_for(sim, broker_url, tavus_base_url=url))
+    assert code == 1
+    assert line(lines, "tavus key").startswith("✗ tavus key")
+    assert fix_after(lines, "tavus key") == (
+        "fix: check TAVUS_BASE_URL and that this host can reach it"
+    )
+
+
+async def test_a_wrong_daily_key_does_not_fail_auto(sim: Any, broker_url: str) -> None:
+    """In auto a rejected Daily key is ✗ but phoenix_rest still runs: exit 0, and the mode says why."""
+    settings = settings_for(
+        sim, broker_url, daily_api_key=SecretStr("not-daily-0123456789"), **PIPELINE_KEYS
+    )
+    code, lines = await doctor(settings, DAILY_PYTHON_OK)
+    assert code == 0
+    assert line(lines, "daily key").startswith("✗ daily key")
+    assert fix_after(lines, "daily key").startswith("fix: set DAILY_API_KEY to a valid key")
+    assert line(lines, "mode").startswith("✓ mode auto → phoenix_rest: pipecat_daily cannot run")
+
+
+async def test_forced_pipecat_daily_without_daily_python_fails(sim: Any, broker_url: str) -> None:
+    """TAVUS_AVATAR_MODE=pipecat_daily where daily-python is missing: ✗ and exit 1."""
+    settings = settings_for(
+        sim,
+        broker_url,
+        tavus_avatar_mode="pipecat_daily",
+        daily_api_key=SecretStr(DAILY_KEY),
+        **PIPELINE_KEYS,
+    )
+    probe = Probes(daily_python=lambda: (False, "daily-python is not installed"))
+    code, lines = await doctor(settings, probe)
+    assert code == 1
+    assert line(lines, "daily-python") == "✗ daily-python daily-python is not installed"
+    assert line(lines, "mode").startswith("✗ mode TAVUS_AVATAR_MODE=pipecat_daily cannot run here")
+    assert lines[-1] == "doctor: NOT READY: fix the ✗ lines above (daily-python, mode)"
+
+
+def test_the_doctor_subcommand_parses() -> None:
+    """`avatar-worker doctor --timeout-s 2` parses with add_doctor_parser."""
+    parser = argparse.ArgumentParser(prog="avatar-worker")
+    add_doctor_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["doctor", "--timeout-s", "2"])
+    assert (args.command, args.timeout_s) == ("doctor", 2.0)
+
+
+async def test_phoenix_rest_only_says_so(sim: Any, broker_url: str) -> None:
+    """TAVUS_AVATAR_MODE=phoenix_rest: the mode line says jobs without a mode run it."""
+    code, lines = await doctor(settings_for(sim, broker_url, tavus_avatar_mode="phoenix_rest"))
+    assert code == 0
+    assert (
+        line(lines, "mode") == "✓ mode TAVUS_AVATAR_MODE=phoenix_rest: jobs without a mode run it"
+    )

@@ -28,10 +28,12 @@ from worker.pool import (
     spec_from_dict,
     spec_to_dict,
 )
+from worker.pool.protocol import ProtocolError, decode
 
 REPO = str(Path(__file__).resolve().parents[2])
 TEST_TIMEOUT_S = 60.0
-FAST = {"heartbeat_interval_s": 0.1, "heartbeat_timeout_s": 1.5, "warm_timeout_s": 30.0}
+# Heartbeats every 0.1s; 3s of silence is a hang (a loaded CI box can stall a healthy child ~1s).
+FAST = {"heartbeat_interval_s": 0.1, "heartbeat_timeout_s": 3.0, "warm_timeout_s": 30.0}
 LIMITS = {
     "max_duration_s": 30.0,
     "setup_timeout_s": 5.0,
@@ -186,7 +188,7 @@ async def test_a_child_whose_loop_hangs_is_killed_as_hung(make_pool: MakePool) -
         await start(child)
         outcome = await child.wait_outcome()
         assert isinstance(outcome, Failed) and outcome.code == "worker_process_hung"
-        assert outcome.retryable and "1.5s" in outcome.message
+        assert outcome.retryable and "3s" in outcome.message
         assert await child.wait_exited(10.0) and child.returncode == -signal.SIGKILL
         assert pool.hung_total == 1 and pool.crashed_total == 0
 
@@ -256,3 +258,29 @@ def test_a_spec_survives_the_json_round_trip() -> None:
     assert again == spec
     assert again.tavus.api_key.get_secret_value() == SECRETS["tavus"]
     assert isinstance(again.bot_token, SecretStr)
+
+
+async def test_aclose_stops_a_running_session_and_every_child(make_pool: MakePool) -> None:
+    """aclose() ends a running session as stopped, stops the warm children, and acquire then refuses."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        pool, child = await warm_child(make_pool)
+        await start(child)
+        await child.wait_ready()
+        await pool.aclose()
+        outcome = await child.wait_outcome()
+        assert isinstance(outcome, Ended) and outcome.reason == "stopped"
+        assert not child.is_alive and pool.warm_count == pool.busy_count == pool.starting_count == 0
+
+
+def test_a_malformed_start_line_is_refused_without_echoing_its_secrets() -> None:
+    """decode() rejects a bad command and its error message never repeats the line's content."""
+    secret = SECRETS["tavus"]
+    bad_lines = [
+        json.dumps({"type": "start", "spec": {"k": secret}, "bogus": secret}),
+        f'{{"type": "start", "spec": "{secret}"',
+        json.dumps([secret]),
+    ]
+    for line in bad_lines:
+        with pytest.raises(ProtocolError) as refused:
+            decode(line)
+        assert secret not in str(refused.value)

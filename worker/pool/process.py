@@ -169,7 +169,8 @@ class ChildProcess:
         )
         self._log.info("pool.session_sent", session_id=spec.session_id)
         if not await self._channel.send(start):
-            await self.wait_exited(_STDOUT_DRAIN_S)
+            if not await self.wait_exited(_STDOUT_DRAIN_S):
+                await self.kill()  # alive but not reading its stdin: of no use
             raise self._failure()
 
     async def wait_ready(self) -> str | None:

@@ -190,7 +190,8 @@ class WorkerApp:
 
         s = self.settings
         assert s.tavus_api_key is not None
-        self.pool = ProcessPool(size=s.worker_warm_processes)
+        hook = ["--factories", s.worker_pipeline_hook] if s.worker_pipeline_hook else None
+        self.pool = ProcessPool(size=s.worker_warm_processes, child_args=hook)
         stack.push_async_callback(self.pool.aclose)
         await self.pool.start()
         return PipecatDailyRunner(

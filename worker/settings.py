@@ -39,6 +39,9 @@ class Settings(BaseSettings):
 
     # --- pipecat_daily pipeline ---------------------------------------------------------------
     worker_warm_processes: int = Field(2, ge=0, le=64)
+    # "module:callable" returning (ServiceFactory, transport factory) in each session process:
+    # custom pipelines, and the test suite's fakes. None: Deepgram/OpenAI/Cartesia over Daily.
+    worker_pipeline_hook: str | None = None
     pipeline_setup_timeout_s: float = Field(30.0, gt=0)
     pipeline_avatar_timeout_s: float = Field(30.0, gt=0)
     pipeline_idle_timeout_s: float = Field(300.0, gt=0)

@@ -16,7 +16,7 @@ from pipelines.config import ProviderConfig, TavusAvatarConfig, TavusConversatio
 from pipelines.factory import SessionSpec
 from tavus.client import TavusClient
 from tavus.daily import DailyClient, room_name_for
-from tavus.errors import NotFoundError
+from tavus.errors import NotFoundError, ProviderError
 from tavus.models import Persona
 from tavus.resolve import PersonaResolver, resolve_replica
 from worker.contract import EndReason, ResolvedMode, SessionJob
@@ -38,6 +38,19 @@ CONTRACT_REASONS: set[str] = {
 }
 
 
+def first_cause(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from a failed parallel provisioning: a provider's error first."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        error = stack.pop()
+        if isinstance(error, BaseExceptionGroup):
+            stack.extend(error.exceptions)
+        else:
+            leaves.append(error)
+    return next((e for e in leaves if isinstance(e, ProviderError)), leaves[0])
+
+
 class PipecatDailySession:
     """A pipeline running in a child process, in a room this worker created."""
 
@@ -55,6 +68,11 @@ class PipecatDailySession:
         self.ready = ready
         self._room_name = room_name
         self._released = False
+
+    @property
+    def pid(self) -> int:
+        """The session's process."""
+        return self._child.pid
 
     async def wait_end(self) -> EndReason:
         outcome = await self._child.wait_outcome()
@@ -122,24 +140,29 @@ class PipecatDailyRunner:
             await self.cleanup(job)
         room_name = room_name_for(job.session_id, self._prefix)
         exp = int(time.time()) + job.max_duration_s + ROOM_EXP_MARGIN_S
-        async with asyncio.TaskGroup() as group:
-            room = group.create_task(
-                self._daily.create_room(
-                    room_name, privacy=self._privacy, exp=exp, eject_at_room_exp=True
+        try:
+            async with asyncio.TaskGroup() as group:
+                room = group.create_task(
+                    self._daily.create_room(
+                        room_name, privacy=self._privacy, exp=exp, eject_at_room_exp=True
+                    )
                 )
-            )
-            bot_token = group.create_task(
-                self._daily.create_meeting_token(
-                    room_name, is_owner=True, user_name="Avatar", exp=exp
+                bot_token = group.create_task(
+                    self._daily.create_meeting_token(
+                        room_name, is_owner=True, user_name="Avatar", exp=exp
+                    )
                 )
-            )
-            user_token = group.create_task(
-                self._daily.create_meeting_token(
-                    room_name, is_owner=False, user_name=job.user_name, exp=exp
+                user_token = group.create_task(
+                    self._daily.create_meeting_token(
+                        room_name, is_owner=False, user_name=job.user_name, exp=exp
+                    )
                 )
-            )
-            persona = group.create_task(self._persona_and_replica(job))
-            child = group.create_task(self._pool.acquire(timeout_s=self._setup_timeout_s))
+                persona = group.create_task(self._persona_and_replica(job))
+                child = group.create_task(self._pool.acquire(timeout_s=self._setup_timeout_s))
+        except BaseExceptionGroup as group_error:
+            if child.done() and not child.cancelled() and child.exception() is None:
+                await child.result().kill()  # acquired but never used: the pool replaces it
+            raise first_cause(group_error) from None
         spec = self._spec(job, room.result().url, bot_token.result(), *persona.result())
         proc = child.result()
         try:

@@ -1,0 +1,154 @@
+"""pipecat_daily sessions end to end: a worker, its warm session processes (fake speech services,
+a Daily-like transport), the simulator's Daily rooms and tokens and Tavus conversations."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from tavus.sim import decode_hs256
+from tests.worker.harness import DAILY_KEY, Harness, job
+from worker.app import WorkerApp
+
+pytestmark = pytest.mark.broker
+
+HOOKS = "tests.worker.session_hooks"
+
+
+def pipecat_settings(hook: str = "sim_avatar", **overrides: Any) -> dict[str, Any]:
+    return {
+        "daily_api_key": SecretStr(DAILY_KEY),
+        "deepgram_api_key": SecretStr("fake-deepgram-key"),
+        "openai_api_key": SecretStr("fake-openai-key"),
+        "cartesia_api_key": SecretStr("fake-cartesia-key"),
+        "worker_pipeline_hook": f"{HOOKS}:{hook}",
+        "worker_warm_processes": 2,
+        "pipeline_setup_timeout_s": 10.0,
+        "pipeline_avatar_timeout_s": 10.0,
+        **overrides,
+    }
+
+
+async def start(h: Harness, hook: str = "sim_avatar", **overrides: Any) -> WorkerApp:
+    app = await h.start_worker(**pipecat_settings(hook, **overrides))
+    assert app.pool is not None
+    assert await app.pool.wait_warm(timeout_s=60), "session processes did not warm up"
+    return app
+
+
+def session_pid(app: WorkerApp, session_id: str) -> int:
+    assert app.sessions is not None
+    [state] = [s for s in app.sessions.sessions() if s.job.session_id == session_id]
+    return int(state.live.pid)  # type: ignore[union-attr]
+
+
+async def test_session_gets_a_private_room_tokens_and_a_named_conversation(h: Harness) -> None:
+    """ready carries our room, a user token and the Tavus conversation; stop releases all three."""
+    await start(h)
+    body = job(user_name="Ada", max_duration_s=600)
+    sid = body["session_id"]
+    await h.publish(body)
+    ready = await h.wait_for(sid, "ready", timeout_s=30)
+    assert ready["mode"] == "pipecat_daily" and ready["fallback_reason"] is None
+    [room] = [r for r in h.sim.rooms.values() if r.name == f"aw-{sid}"]
+    assert ready["room_url"].endswith(f"/aw-{sid}") and room.privacy == "private"
+    assert room.properties["eject_at_room_exp"] is True
+    assert room.exp_s is not None and room.exp_s > room.created_at_s + 600
+    claims = decode_hs256(ready["user_token"], DAILY_KEY)
+    assert (claims["r"], claims["u"], claims.get("o", False)) == (f"aw-{sid}", "Ada", False)
+    [owner] = [
+        c.json
+        for c in h.sim.calls_to("POST /v1/meeting-tokens")
+        if c.json["properties"]["is_owner"]
+    ]
+    assert owner["properties"]["room_name"] == f"aw-{sid}"
+    conversation = h.sim.conversations[ready["conversation_id"]]
+    assert conversation.request["conversation_name"] == f"aw-{sid}"
+    assert conversation.request["persona_id"] == "pipecat0"
+    assert conversation.request["properties"]["max_call_duration"] == 600
+    await h.stop_session(sid)
+    ended = await h.wait_for(sid, "ended", timeout_s=30)
+    assert ended["reason"] == "stopped"
+    assert conversation.status == "ended"
+    assert f"aw-{sid}" in [c.path.rsplit("/", 1)[-1] for c in h.sim.calls_to("DELETE /v1/rooms/*")]
+
+
+async def test_killed_session_process_fails_its_session_only(h: Harness) -> None:
+    """SIGKILL one session's process: that session fails and is cleaned up; another carries on."""
+    app = await start(h)
+    doomed, survivor = job(), job()
+    await h.publish(doomed)
+    await h.publish(survivor)
+    ready = await h.wait_for(doomed["session_id"], "ready", timeout_s=30)
+    await h.wait_for(survivor["session_id"], "ready", timeout_s=30)
+    os.kill(session_pid(app, doomed["session_id"]), signal.SIGKILL)
+    failed = await h.wait_for(doomed["session_id"], "failed", timeout_s=30)
+    assert failed["error"]["code"] == "worker_process_crashed"
+    assert h.sim.conversations[ready["conversation_id"]].status == "ended"
+    deleted = [c.path for c in h.sim.calls_to("DELETE /v1/rooms/*")]
+    assert any(p.endswith(f"aw-{doomed['session_id']}") for p in deleted)
+    await asyncio.sleep(0.5)
+    assert h.statuses(survivor["session_id"]) == ["accepted", "ready"]
+    await h.stop_session(survivor["session_id"])
+    assert (await h.wait_for(survivor["session_id"], "ended", timeout_s=30))["reason"] == "stopped"
+
+
+async def test_daily_join_failure_fails_instead_of_a_silent_ready(h: Harness) -> None:
+    """A bot that cannot join the room gives failed daily_join_failed, never ready, room deleted."""
+    await start(h, hook="join_fails")
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    failed = await h.wait_for(sid, "failed", timeout_s=30)
+    assert failed["error"]["code"] == "daily_join_failed"
+    assert "ready" not in h.statuses(sid)
+    assert any(c.path.endswith(f"aw-{sid}") for c in h.sim.calls_to("DELETE /v1/rooms/*"))
+
+
+async def test_daily_outage_in_auto_falls_back_to_phoenix_rest(h: Harness) -> None:
+    """When Daily keeps failing, an `auto` session runs as phoenix_rest and says why."""
+    await start(h)
+    h.sim.faults.fail_next("POST /v1/rooms", n=20, status=503)
+    body = job(mode="auto")
+    sid = body["session_id"]
+    await h.publish(body)
+    ready = await h.wait_for(sid, "ready", timeout_s=30)
+    assert ready["mode"] == "phoenix_rest"
+    assert "Daily is unavailable" in ready["fallback_reason"]
+    assert ready["conversation_url"]
+
+
+def test_without_daily_python_the_worker_imports_and_auto_says_why() -> None:
+    """With daily-python unimportable, the worker imports and `auto` resolves to phoenix_rest."""
+    script = textwrap.dedent("""
+        import importlib.abc, sys
+        class NoDaily(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "daily" or name.startswith("daily."):
+                    raise ModuleNotFoundError(f"No module named {name!r}")
+        sys.meta_path.insert(0, NoDaily())
+        from pydantic import SecretStr
+        from worker.app import pipecat_daily_unavailable_reason
+        from worker.modes import ModeResolver
+        from worker.settings import Settings
+        reason = pipecat_daily_unavailable_reason(
+            Settings(_env_file=None, daily_api_key=SecretStr("k")))
+        resolution = ModeResolver({"phoenix_rest": object()}, default_mode="auto",
+                                  unavailable={"pipecat_daily": reason}).resolve("auto")
+        print(resolution.mode, "|", resolution.fallback_reason)
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    mode, reason = result.stdout.strip().split(" | ")
+    assert mode == "phoenix_rest"
+    assert "daily-python" in reason and "WSL" in reason

@@ -159,6 +159,7 @@ def test_compose_worker_scales() -> None:
         "sim": {"condition": "service_healthy"},
     }
     assert worker["stop_signal"] == "SIGTERM"
+    assert worker["init"] is True
 
 
 def test_compose_grace_period_covers_the_drain() -> None:

@@ -100,7 +100,8 @@ async def run_doctor(
 def _format(check: Check) -> str:
     line = f"{MARKS[check.verdict]} {check.name:<{NAME_WIDTH}} {check.detail}"
     if check.hint and check.verdict != "ok":
-        line += f"\n  {'':<{NAME_WIDTH}} fix: {check.hint}"
+        label = "fix:" if check.verdict == "fail" else "to enable:"
+        line += f"\n  {'':<{NAME_WIDTH}} {label} {check.hint}"
     return line
 
 

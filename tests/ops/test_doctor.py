@@ -208,3 +208,13 @@ async def test_phoenix_rest_only_says_so(sim: Any, broker_url: str) -> None:
     assert (
         line(lines, "mode") == "✓ mode TAVUS_AVATAR_MODE=phoenix_rest: jobs without a mode run it"
     )
+
+
+async def test_a_wrong_broker_password_is_named_as_such(sim: Any, broker_url: str) -> None:
+    """The broker answers but refuses the credentials: ✗ says so (password hidden), exit 1."""
+    host = broker_url.rsplit("@", 1)[1]
+    settings = settings_for(sim, f"amqp://guest:wrong-password-0123@{host}")
+    code, lines = await doctor(settings)
+    assert code == 1
+    assert line(lines, "broker") == f"✗ broker amqp://guest:***@{host} refused the user or password"
+    assert fix_after(lines, "broker") == "fix: check the user and password in AMQP_URL"

@@ -21,7 +21,8 @@ from typing import IO
 import structlog
 
 from pipelines.errors import PipelineError
-from pipelines.factory import ServiceFactory, SessionSpec, TransportFactory
+from pipelines.factory import ServiceFactory, SessionSpec, TransportFactory, build_pipeline
+from pipelines.session import SessionEnded, SessionOutcome, run_session
 from worker.logs import REDACTOR, configure_logging
 from worker.pool.protocol import (
     ChildOutcome,
@@ -160,21 +161,18 @@ class ChildMain:
             listener.cancel()
 
     async def _run_session(self, start: Start, stop_event: asyncio.Event) -> ChildOutcome:
-        from pipelines.factory import build_pipeline
-        from pipelines.session import SessionEnded, run_session
-
         try:
             spec = spec_from_dict(start.spec)
         except ValueError as exc:
             return Failed("worker_protocol_error", str(exc), retryable=False)
         REDACTOR.add(spec_secrets(spec))
         structlog.contextvars.bind_contextvars(session_id=spec.session_id)
-        services, transport_factory = self._hook(spec) if self._hook else (None, None)
 
         async def on_ready(conversation_id: str) -> None:
             self._out.send(Ready(conversation_id=conversation_id))
 
         try:
+            services, transport_factory = self._hook(spec) if self._hook else (None, None)
             built = await build_pipeline(
                 spec, services=services, transport_factory=transport_factory
             )
@@ -193,14 +191,15 @@ class ChildMain:
             log.exception("child.session_error")
             message = f"the session process hit {type(exc).__name__} (see the worker log)"
             return Failed("pipeline_error", message, retryable=False)
-        if isinstance(outcome, SessionEnded):
-            return Ended(outcome.reason, round(outcome.duration_s, 3), outcome.conversation_id)
-        return Failed(
-            outcome.code,
-            REDACTOR.redact(outcome.message),
-            outcome.retryable,
-            outcome.conversation_id,
-        )
+        return outcome_message(outcome)
+
+
+def outcome_message(outcome: SessionOutcome) -> ChildOutcome:
+    """The protocol message for a `run_session` outcome (messages redacted)."""
+    if isinstance(outcome, SessionEnded):
+        return Ended(outcome.reason, round(outcome.duration_s, 3), outcome.conversation_id)
+    message = REDACTOR.redact(outcome.message)
+    return Failed(outcome.code, message, outcome.retryable, outcome.conversation_id)
 
 
 def _read_some(fd: int) -> bytes:
@@ -212,10 +211,10 @@ def _read_some(fd: int) -> bytes:
 
 
 def preload() -> None:
-    """Import what every session needs and load the Silero model, so a session starts fast."""
+    """Import what a session needs beyond this module's imports (Pipecat's pipeline and runner),
+    and load the Silero model, so a session starts fast."""
     from pipecat.audio.vad.silero import SileroVADAnalyzer
 
-    import pipelines.session  # noqa: F401  (Pipecat pipeline, worker and runner)
     from pipelines.availability import daily_availability
 
     available, reason = daily_availability()  # imports DailyTransport and TavusVideoService

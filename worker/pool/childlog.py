@@ -53,4 +53,4 @@ async def forward_stderr(
             return
         line = redact(raw.decode(errors="replace").rstrip())
         if line:
-            logger.log(level_of(line), "child pid=%d %s", pid, line)
+            logger.log(level_of(line), "child pid=%d %s", pid, line, extra={"child_pid": pid})

@@ -1,0 +1,321 @@
+"""Broker faults: a worker's connection cut by the broker (CONNECTION_FORCED, as in a broker
+restart or a network blip), a consumer cancelled by the server, a broker that is not there at
+start-up, and (opt-in) a real broker restart.
+
+Connections are cut one at a time by name (`rabbitmqctl close_connection`), not with
+`close_all_connections` or a restart, because other suites share the local RabbitMQ node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import pytest
+
+from tests.reliability.env import (
+    ReliabilityHarness,
+    cut_connections,
+    rabbitmqctl,
+    wait_connected,
+)
+from tests.worker.harness import job
+from worker.app import WorkerApp
+
+pytestmark = pytest.mark.broker
+
+
+def alive(h: ReliabilityHarness) -> None:
+    for app, task in h.workers:
+        if task.done():
+            raise AssertionError(f"worker {app.settings.worker_id} exited: {task.exception()!r}")
+
+
+async def stop_all(h: ReliabilityHarness, session_ids: list[str]) -> None:
+    for sid in session_ids:
+        await h.stop_session(sid)
+    for sid in session_ids:
+        await h.wait_terminal(sid)
+
+
+@pytest.mark.slow
+async def test_connection_cut_keeps_live_sessions_and_loses_no_queued_job(
+    h: ReliabilityHarness,
+) -> None:
+    """After its connection is cut, a worker reconnects and restores its consumers: live sessions
+    go on and end once when stopped, and queued jobs (and jobs sent during the cut) all run."""
+    name = h.connection_name()
+    await h.start_named_worker(name, worker_max_sessions=3)
+    live = [job() for _ in range(3)]
+    queued = [job() for _ in range(3)]
+    for body in live:
+        await h.publish(body)
+    for body in live:
+        await h.wait_for(body["session_id"], "ready")
+    for body in queued:
+        await h.publish(body)
+    await asyncio.sleep(0.3)
+    assert await h.queue_depth() == 3  # the worker is full: they wait in the queue
+
+    assert await cut_connections(name) == 1
+    late = job()
+    await h.publish(late)  # sent while the worker is away
+    await wait_connected(name)
+    await asyncio.sleep(1.5)  # channels reopen a second after the connection
+    alive(h)
+    for body in live:  # the live sessions survived the cut
+        sid = body["session_id"]
+        assert h.statuses(sid) == ["accepted", "ready"]
+        [cid] = h.created_conversations(sid)
+        assert h.sim.conversations[cid].status == "active"
+
+    everyone = [b["session_id"] for b in (*live, *queued, late)]
+    await stop_all(h, everyone[:3])
+    for sid in everyone[3:]:  # three slots for four jobs: stop each one once it is ready
+        await h.wait_for(sid, "ready", timeout_s=20)
+        await stop_all(h, [sid])
+    alive(h)
+    for sid in everyone:
+        assert h.statuses(sid) == ["accepted", "ready", "ended"], (sid, h.statuses(sid))
+        assert h.terminal(sid)[0]["reason"] == "stopped"
+        assert len(h.created_conversations(sid)) == 1
+    await asyncio.sleep(0.2)
+    assert h.active_conversations() == []
+    assert await h.queue_depth() == 0
+    assert await h.queue_depth(h.topo.dead_letter_queue) == 0
+
+
+@pytest.mark.slow
+async def test_connection_cut_while_provisioning_starts_the_session_once(
+    h: ReliabilityHarness,
+) -> None:
+    """A cut while a job is provisioning requeues it at the broker; the worker dedupes the
+    redelivery, its stale ack fails quietly, and the session still gets one conversation."""
+    name = h.connection_name()
+    await h.start_named_worker(name)
+    h.sim.faults.latency("POST /v2/conversations", 1.5)
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    await h.wait_for(sid, "accepted")
+    await asyncio.sleep(0.3)  # the create is in flight at Tavus
+    assert await cut_connections(name) == 1
+    await h.wait_for(sid, "ready", timeout_s=20)
+    await wait_connected(name)
+    await asyncio.sleep(2.0)  # the redelivered copy has been looked at
+    alive(h)
+    assert h.statuses(sid) == ["accepted", "ready"]
+    assert len(h.created_conversations(sid)) == 1
+    await stop_all(h, [sid])
+    assert h.statuses(sid) == ["accepted", "ready", "ended"]
+    assert h.active_conversations() == []
+    assert await h.queue_depth() == 0
+    assert await h.queue_depth(h.topo.dead_letter_queue) == 0
+
+
+@pytest.mark.slow
+async def test_connection_cut_while_provisioning_with_a_second_worker_starts_the_session_once(
+    h: ReliabilityHarness,
+) -> None:
+    """When the requeued job goes to another worker, the session still never has two live
+    conversations or two outcomes, and the first worker gets its connection back."""
+    name = h.connection_name()
+    await h.start_named_worker(name)
+    h.sim.faults.latency("POST /v2/conversations", 1.5)
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    await h.wait_for(sid, "accepted")
+    await h.start_worker()  # idle: it takes the job the broker requeues
+    await asyncio.sleep(0.2)
+    assert await cut_connections(name) == 1
+    await h.wait_for(sid, "ready", timeout_s=20)
+    await asyncio.sleep(3.0)  # both workers have acted on the session by now
+    await wait_connected(name, timeout_s=15)
+    alive(h)
+    assert h.max_overlapping_conversations(sid) <= 1, h.created_conversations(sid)
+    assert h.statuses(sid).count("ready") == 1, h.statuses(sid)
+    await h.stop_session(sid)
+    await h.wait_terminal(sid)
+    await asyncio.sleep(2.0)
+    assert len(h.terminal(sid)) == 1, h.statuses(sid)
+    assert h.active_conversations() == []
+
+
+@pytest.mark.slow
+async def test_reaper_does_not_end_a_session_whose_worker_is_only_reconnecting(
+    h: ReliabilityHarness,
+) -> None:
+    """A live session outlives its worker's connection cut even while another worker's reaper
+    sweeps: it is not ended as worker_lost and ends once, when stopped."""
+    name = h.connection_name()
+    await h.start_named_worker(name, reconnect_interval_s=2.0)
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    ready = await h.wait_for(sid, "ready")
+    await asyncio.sleep(0.3)  # the ack is at the broker: the session is past intake
+    await h.start_worker(worker_reaper_interval_s=0.2)
+    assert await cut_connections(name) == 1
+    await wait_connected(name, timeout_s=15)
+    await asyncio.sleep(2.0)
+    alive(h)
+    assert h.statuses(sid) == ["accepted", "ready"], h.statuses(sid)
+    assert h.sim.conversations[ready["conversation_id"]].status == "active"
+    await h.stop_session(sid)
+    ended = await h.wait_terminal(sid)
+    await asyncio.sleep(1.0)
+    assert ended["reason"] == "stopped" and len(h.terminal(sid)) == 1, h.statuses(sid)
+
+
+async def reconnected(app: WorkerApp, timeout_s: float = 15.0) -> None:
+    """Wait until the worker's robust connection is up again (and not in a reconnect loop)."""
+    connection = app.broker.connection
+    assert connection is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if connection.connected.is_set() and not connection.reconnecting:
+            await asyncio.sleep(1.2)  # channels reopen after the connection
+            if connection.connected.is_set() and not connection.reconnecting:
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"worker {app.settings.worker_id} did not reconnect within {timeout_s} s")
+
+
+@pytest.mark.slow
+async def test_outage_of_a_few_seconds_does_not_let_a_reaper_end_a_live_session(
+    h: ReliabilityHarness,
+) -> None:
+    """A worker that cannot reach the broker for 3 s (others can) keeps its live session: another
+    worker's reaper does not end it as worker_lost, and it ends once, when stopped."""
+    proxy = await h.proxy()
+    app = await h.start_proxied_worker(proxy)
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    ready = await h.wait_for(sid, "ready")
+    await asyncio.sleep(0.3)  # the ack is at the broker: the session is past intake
+    await h.start_worker(worker_reaper_interval_s=0.2)
+    proxy.cut(down_s=3.0)
+    await asyncio.sleep(3.0)
+    await reconnected(app)
+    alive(h)
+    assert h.statuses(sid) == ["accepted", "ready"], h.statuses(sid)
+    assert h.sim.conversations[ready["conversation_id"]].status == "active"
+    await h.stop_session(sid)
+    ended = await h.wait_terminal(sid)
+    await asyncio.sleep(1.0)
+    assert ended["reason"] == "stopped" and len(h.terminal(sid)) == 1, h.statuses(sid)
+
+
+@pytest.mark.slow
+async def test_outage_while_provisioning_with_a_second_worker_starts_the_session_once(
+    h: ReliabilityHarness,
+) -> None:
+    """A worker that loses the broker for 3 s mid-provisioning: the requeued job goes to another
+    worker, yet the session never has two live conversations or two outcomes, and the first
+    worker reconnects afterwards."""
+    proxy = await h.proxy()
+    app = await h.start_proxied_worker(proxy)
+    h.sim.faults.latency("POST /v2/conversations", 1.0)
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    await h.wait_for(sid, "accepted")
+    await h.start_worker()  # idle: it takes the job the broker requeues
+    proxy.cut(down_s=3.0)
+    await h.wait_for(sid, "ready", timeout_s=20)
+    await asyncio.sleep(3.0)
+    await reconnected(app)
+    await asyncio.sleep(2.0)  # both workers have acted on the session by now
+    alive(h)
+    assert h.max_overlapping_conversations(sid) <= 1, h.created_conversations(sid)
+    assert h.statuses(sid).count("ready") == 1, h.statuses(sid)
+    await h.stop_session(sid)
+    await h.wait_terminal(sid)
+    await asyncio.sleep(2.0)
+    assert len(h.terminal(sid)) == 1, h.statuses(sid)
+    assert h.active_conversations() == []
+
+
+async def test_consumer_cancelled_by_the_server_is_restored(h: ReliabilityHarness) -> None:
+    """When the broker cancels the worker's job consumer (here: the job queue is deleted under
+    it), the worker redeclares the queue, consumes again, and later jobs still start."""
+    await h.start_worker()
+    first = job()
+    await h.publish(first)
+    await h.wait_for(first["session_id"], "ready")
+    assert h.connection is not None
+    channel = await h.connection.channel()
+    await channel.queue_delete(h.topo.jobs_queue)  # basic.cancel to every consumer of it
+    await channel.close()
+    await asyncio.sleep(1.5)  # nobody redeclares it but the worker's own recovery
+    second = job()
+    await h.publish(second)
+    await h.wait_for(second["session_id"], "ready", timeout_s=20)
+    alive(h)
+    await stop_all(h, [first["session_id"], second["session_id"]])
+    assert h.active_conversations() == []
+
+
+async def test_unreachable_broker_at_start_up_exits_with_one_clear_message(
+    h: ReliabilityHarness,
+) -> None:
+    """A worker that cannot reach RabbitMQ at start-up exits non-zero within seconds, saying which
+    broker (password hidden) in a short message, without a traceback."""
+    password = "amqp-pass-0f9e8d7c"
+    env = h.env(amqp_url=f"amqp://worker:{password}@127.0.0.1:1/")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker.cli",
+        "run",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = (out + err).decode(errors="replace")
+    assert proc.returncode not in (0, None)
+    assert password not in text
+    assert "127.0.0.1:1" in text, text[-2000:]
+    assert "Traceback" not in text, text[-3000:]
+    assert len([line for line in text.splitlines() if line.strip()]) <= 5, text[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("RELIABILITY_BROKER_RESTART"),
+    reason="restarts the shared RabbitMQ node (stop_app/start_app), which breaks any other suite "
+    "running on it; set RELIABILITY_BROKER_RESTART=1 to run it",
+)
+async def test_broker_restart_keeps_live_sessions_and_queued_jobs(h: ReliabilityHarness) -> None:
+    """`rabbitmqctl stop_app && start_app` with live sessions and queued (persistent, quorum)
+    jobs: the worker reconnects, the sessions end once when stopped, and every job runs."""
+    await h.start_named_worker(h.connection_name(), reconnect_interval_s=1.0, worker_max_sessions=2)
+    live = [job() for _ in range(2)]
+    queued = [job() for _ in range(2)]
+    for body in live:
+        await h.publish(body)
+    for body in live:
+        await h.wait_for(body["session_id"], "ready")
+    for body in queued:
+        await h.publish(body)
+    await rabbitmqctl("stop_app")
+    await asyncio.sleep(1.0)
+    await rabbitmqctl("start_app")
+    await rabbitmqctl("await_startup")
+    await asyncio.sleep(4.0)  # reconnect interval + channel reopen pause
+    alive(h)
+    assert h.connection is not None
+    await h.connection.ready()  # the harness's own robust connection is back too
+    everyone = [b["session_id"] for b in (*live, *queued)]
+    await stop_all(h, everyone[:2])
+    for sid in everyone[2:]:
+        await h.wait_for(sid, "ready", timeout_s=30)
+    await stop_all(h, everyone[2:])
+    for sid in everyone:
+        assert h.statuses(sid) == ["accepted", "ready", "ended"], (sid, h.statuses(sid))
+    assert h.active_conversations() == []

@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
         help="accepted x-api-key (repeatable; default sim-tavus-key)",
     )
     sim.add_argument(
+        "--public-base-url",
+        help="the simulator's address as others reach it (e.g. http://sim:8090 in compose)",
+    )
+    sim.add_argument(
         "--daily-key",
         action="append",
         dest="daily_keys",
@@ -151,7 +155,15 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = Settings()
     # Commands that print for a person keep the worker's own lines to warnings unless asked.
-    quiet = args.command in ("demo", "enqueue", "stop", "personas", "replicas", "conversations")
+    quiet = args.command in (
+        "demo",
+        "enqueue",
+        "stop",
+        "doctor",
+        "personas",
+        "replicas",
+        "conversations",
+    )
     level = "WARNING" if quiet and "LOG_LEVEL" not in os.environ else settings.log_level
     configure_logging(level=level, fmt=settings.log_format, secrets=settings.secret_values())
     if args.command == "run":

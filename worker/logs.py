@@ -74,6 +74,7 @@ def configure_logging(
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
+        structlog.stdlib.ExtraAdder(),  # e.g. child_pid on lines forwarded from session processes
         REDACTOR,
     ]
     renderer: Any = (

@@ -204,7 +204,7 @@ class SessionManager:
         try:
             existing = await runner.lookup(job)
         except ProviderError as exc:
-            return await self._provider_failure(state, runner, exc, accepted=False)
+            return await self._start_failure(state, runner, exc)
         if existing is not None and existing.finished:
             state.is_finished = True
             log.info("session.duplicate_finished")
@@ -217,22 +217,17 @@ class SessionManager:
         state.runner = runner
         record = asyncio.create_task(self._write_record(state))
         try:
-            state.live, fallback_reason = await self._provision(state, resolution, existing)
-            await record
+            try:
+                state.live, fallback_reason = await self._provision(state, resolution, existing)
+            finally:
+                await self._settle_record(record)
         except _StopDuringStart:
             await self._cleanup(state.runner, job)
             state.is_finished = True
             await self._events.ended(route, state.stop_reason or "stopped", self._age(state))
             return Outcome("ack", reason="stopped while starting")
-        except ProviderError as exc:
-            return await self._provider_failure(state, state.runner, exc, accepted=True)
-        except SessionFailure as exc:
-            await self._cleanup(state.runner, job)
-            state.is_finished = True
-            await self._events.failed(
-                route, EventError(code=exc.code, message=exc.message, retryable=exc.retryable)
-            )
-            return Outcome("ack", reason=exc.code)
+        except (ProviderError, SessionFailure) as exc:
+            return await self._start_failure(state, state.runner, exc)
         ready = state.live.ready
         await self._events.ready(
             route,
@@ -320,13 +315,21 @@ class SessionManager:
         state.is_finished = True
         await self._events.ended(state.route, reason, self._age(state))
 
-    async def _provider_failure(
-        self, state: SessionState, runner: SessionRunner, exc: ProviderError, *, accepted: bool
+    async def _start_failure(
+        self, state: SessionState, runner: SessionRunner, exc: ProviderError | SessionFailure
     ) -> Outcome:
+        """Clean up after a start that failed; retry it later when the failure is transient."""
         job, route = state.job, state.route
-        log.warning("session.provider_error", code=exc.code, status=exc.status, error=exc.message)
+        log.warning(
+            "session.start_failed",
+            code=exc.code,
+            error=exc.message,
+            status=getattr(exc, "status", None),
+            retryable=exc.retryable,
+        )
         await self._cleanup(runner, job)
         error = EventError(code=exc.code, message=exc.message, retryable=exc.retryable)
+        state.is_finished = not exc.retryable or route.attempt >= self._max_attempts
         if exc.retryable and route.attempt < self._max_attempts:
             delay = self.retry_delay_s(route.attempt, getattr(exc, "retry_after_s", None))
             await self._events.retrying(route, error, delay)
@@ -335,14 +338,19 @@ class SessionManager:
             error = EventError(
                 code=exc.code,
                 retryable=False,
-                message=(f"{exc.message} (gave up after {route.attempt} attempts)"),
+                message=f"{exc.message} (gave up after {route.attempt} attempts)",
             )
-            state.is_finished = True
             await self._events.failed(route, error)
             return Outcome("dead_letter", reason=f"{exc.code} after {route.attempt} attempts")
-        state.is_finished = True
         await self._events.failed(route, error)
         return Outcome("ack", reason=exc.code)
+
+    @staticmethod
+    async def _settle_record(record: asyncio.Task[None]) -> None:
+        try:
+            await record
+        except BROKER_ERRORS as exc:  # the session runs on; only a reaper would miss the note
+            log.warning("session.record_failed", error=type(exc).__name__)
 
     async def _write_record(self, state: SessionState) -> None:
         """The note a reaper needs to finish this session if this worker dies (its event route)."""

@@ -102,15 +102,18 @@ async def test_killed_session_process_fails_its_session_only(h: Harness) -> None
 
 
 async def test_daily_join_failure_fails_instead_of_a_silent_ready(h: Harness) -> None:
-    """A bot that cannot join the room gives failed daily_join_failed, never ready, room deleted."""
+    """A bot that cannot join the room is retried, then fails daily_join_failed, never ready,
+    and every attempt's room is deleted."""
     await start(h, hook="join_fails")
     body = job()
     sid = body["session_id"]
     await h.publish(body)
-    failed = await h.wait_for(sid, "failed", timeout_s=30)
+    failed = await h.wait_for(sid, "failed", timeout_s=90)
     assert failed["error"]["code"] == "daily_join_failed"
-    assert "ready" not in h.statuses(sid)
-    assert any(c.path.endswith(f"aw-{sid}") for c in h.sim.calls_to("DELETE /v1/rooms/*"))
+    assert "gave up after 3 attempts" in failed["error"]["message"]
+    assert "ready" not in h.statuses(sid) and h.statuses(sid).count("retrying") == 2
+    deletes = [c for c in h.sim.calls_to("DELETE /v1/rooms/*") if c.path.endswith(f"aw-{sid}")]
+    assert len(deletes) >= 3
 
 
 async def test_daily_outage_in_auto_falls_back_to_phoenix_rest(h: Harness) -> None:

@@ -66,6 +66,26 @@ async def lookup_by_conversation_name(
     return None
 
 
+async def delete_session_conversations(
+    client: TavusClient, name: str, *, ended_pages: int = 10
+) -> list[str]:
+    """End and delete every conversation a failed attempt left under the session's name, so the
+    next attempt neither adopts a broken one nor takes an ended one for a finished session."""
+    found = await client.find_conversations_by_name(name, status="active")
+    for page in range(1, ended_pages + 1):
+        listed = await client.list_conversations(status="ended", limit=100, page=page)
+        found += [c for c in listed.data if c.conversation_name == name]
+        if len(listed.data) < 100 or page * 100 >= (listed.total_count or 0):
+            break
+    for conversation in found:
+        with contextlib.suppress(NotFoundError):
+            if conversation.status == "active":
+                await client.end_conversation(conversation.conversation_id)
+            await client.delete_conversation(conversation.conversation_id)
+        log.info("tavus.conversation_cleaned", conversation_id=conversation.conversation_id)
+    return [c.conversation_id for c in found]
+
+
 class PhoenixSession:
     """A live Tavus-hosted conversation."""
 
@@ -156,13 +176,10 @@ class PhoenixRunner:
         return PhoenixSession(self._client, self._monitor, conversation)
 
     async def cleanup(self, job: SessionJob) -> None:
-        """End (and delete) any conversation a failed attempt left, so a retry starts clean."""
-        for conversation in await self._client.find_conversations_by_name(
-            self.conversation_name(job.session_id), status="active"
-        ):
-            await self._client.end_conversation(conversation.conversation_id)
-            await self._client.delete_conversation(conversation.conversation_id)
-            log.info("tavus.conversation_cleaned", conversation_id=conversation.conversation_id)
+        """End and delete what a failed attempt left, so a retry starts clean."""
+        await delete_session_conversations(
+            self._client, self.conversation_name(job.session_id), ended_pages=self._scan_pages
+        )
 
     async def _persona_for(self, job: SessionJob) -> Persona | None:
         if job.persona_id:

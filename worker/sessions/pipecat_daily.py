@@ -20,9 +20,9 @@ from tavus.errors import NotFoundError, ProviderError
 from tavus.models import Persona
 from tavus.resolve import PersonaResolver, resolve_replica
 from worker.contract import EndReason, ResolvedMode, SessionJob
-from worker.pool import ChildFailed, ChildProcess, Ended, ProcessPool
+from worker.pool import ChildFailed, ChildProcess, Ended, PoolError, ProcessPool
 from worker.sessions.base import Existing, ReadyInfo, SessionFailure
-from worker.sessions.phoenix import lookup_by_conversation_name
+from worker.sessions.phoenix import delete_session_conversations, lookup_by_conversation_name
 
 log = structlog.get_logger("worker.pipecat_daily")
 
@@ -162,7 +162,12 @@ class PipecatDailyRunner:
         except BaseExceptionGroup as group_error:
             if child.done() and not child.cancelled() and child.exception() is None:
                 await child.result().kill()  # acquired but never used: the pool replaces it
-            raise first_cause(group_error) from None
+            cause = first_cause(group_error)
+            if isinstance(cause, PoolError):
+                raise SessionFailure(
+                    cause.code, cause.message, retryable=cause.retryable
+                ) from cause
+            raise cause from None
         spec = self._spec(job, room.result().url, bot_token.result(), *persona.result())
         proc = child.result()
         try:
@@ -182,6 +187,13 @@ class PipecatDailyRunner:
         except (TimeoutError, asyncio.CancelledError):
             await self.release(job, proc, room_name, None)
             raise
+        if conversation_id is None:  # it ended before the bot was in the room
+            await self.release(job, proc, room_name, None)
+            raise SessionFailure(
+                "pipeline_ended_early",
+                "the session's pipeline ended before the bot joined the room; see the worker logs",
+                retryable=True,
+            )
         log.info(
             "session.pipeline_ready",
             pid=proc.pid,
@@ -221,7 +233,9 @@ class PipecatDailyRunner:
                 log.error("session.release_failed", error=str(result))
 
     async def cleanup(self, job: SessionJob) -> None:
-        await self.release(job, None, room_name_for(job.session_id, self._prefix), None)
+        """Delete the room and every conversation a failed attempt left, so a retry starts clean."""
+        await self._daily.delete_room(room_name_for(job.session_id, self._prefix))
+        await delete_session_conversations(self._tavus, self.conversation_name(job.session_id))
 
     async def _end_conversation(self, job: SessionJob, conversation_id: str | None) -> None:
         ids = (

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from tavus._http import RetryPolicy
+from tavus._http import Observer, RetryPolicy
 from tavus.client import TavusClient
 from tavus.daily import DailyClient
 from tavus.resolve import PersonaResolver
@@ -23,11 +23,15 @@ from worker.events import EventPublisher
 from worker.intake import Intake
 from worker.manager import SessionManager
 from worker.modes import ModeResolver
+from worker.ops.load import LoadMonitor
+from worker.ops.metrics import Metrics
+from worker.ops.status import StatusServer
 from worker.reaper import Reaper
 from worker.sessions.base import SessionRunner
 from worker.sessions.monitor import ConversationMonitor
 from worker.sessions.phoenix import PhoenixRunner
 from worker.settings import Settings
+from worker.view import AppView
 
 log = structlog.get_logger("worker.app")
 
@@ -51,7 +55,7 @@ def pipecat_daily_unavailable_reason(settings: Settings) -> str | None:
     return None
 
 
-def build_tavus_client(settings: Settings) -> TavusClient:
+def build_tavus_client(settings: Settings, observer: Observer | None = None) -> TavusClient:
     if settings.tavus_api_key is None:
         raise SystemExit(
             "TAVUS_API_KEY is not set: the worker cannot start Tavus sessions without it"
@@ -61,6 +65,7 @@ def build_tavus_client(settings: Settings) -> TavusClient:
         base_url=settings.tavus_base_url,
         timeout_s=settings.provider_timeout_s,
         retry=RetryPolicy(attempts=settings.provider_retry_attempts),
+        observer=observer,
     )
 
 
@@ -74,9 +79,22 @@ class WorkerApp:
         self.intake: Intake | None = None
         self.pool: Any = None  # worker.pool.ProcessPool when pipecat_daily can run
         self.reaper: Reaper | None = None
+        self.metrics = Metrics()
+        self.load_monitor: LoadMonitor | None = None
+        self.status: StatusServer | None = None
+        self.mode_availability: dict[str, str | None] = {}
+        self.view = AppView(self)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self.started = asyncio.Event()
+
+    @property
+    def is_draining(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def is_overloaded(self) -> bool:
+        return self.load_monitor is not None and self.load_monitor.is_overloaded
 
     def request_shutdown(self) -> None:
         """First call: drain. Second call: end every session now."""
@@ -92,7 +110,7 @@ class WorkerApp:
     async def run(self) -> None:
         s = self.settings
         async with AsyncExitStack() as stack:
-            client = build_tavus_client(s)
+            client = build_tavus_client(s, observer=self.metrics.observe_provider)
             stack.push_async_callback(client.aclose)
             monitor = ConversationMonitor(client, interval_s=s.worker_poll_interval_s)
             stack.push_async_callback(monitor.aclose)
@@ -113,6 +131,7 @@ class WorkerApp:
                 runners["pipecat_daily"] = await self._pipecat_daily_runner(
                     stack, client, daily, personas
                 )
+            self.mode_availability = {"phoenix_rest": None, "pipecat_daily": unavailable}
             modes = ModeResolver(
                 runners,
                 default_mode=s.tavus_avatar_mode,
@@ -120,7 +139,9 @@ class WorkerApp:
             )
             await self.broker.connect()
             stack.push_async_callback(self.broker.aclose)
-            events = EventPublisher(self.broker)
+            self._watch_broker()
+            await self._start_ops(stack)
+            events = EventPublisher(self.broker, on_event=self.metrics.observe_event)
             self.sessions = SessionManager(
                 broker=self.broker,
                 events=events,
@@ -129,13 +150,16 @@ class WorkerApp:
                 max_sessions=s.worker_max_sessions,
                 max_attempts=s.worker_max_attempts,
                 retry_delays_s=s.worker_retry_delays_s,
-                on_capacity_change=self._capacity_changed,
+                on_capacity_change=self.capacity_changed,
+                metrics=self.metrics,
             )
             self.intake = Intake(
                 self.broker,
                 self.sessions,
                 retry_delays_s=s.worker_retry_delays_s,
                 worker_id=s.worker_id,
+                is_overloaded=lambda: self.is_overloaded,
+                on_dead_letter=self.metrics.dead_lettered,  # type: ignore[arg-type]
             )
             stack.push_async_callback(self.intake.aclose)
             await ControlListener(self.broker, self.sessions, s.worker_id).start()
@@ -160,6 +184,7 @@ class WorkerApp:
                 broker=s.amqp_url_for_display(),
                 tavus=s.tavus_base_url,
                 pipecat_daily=modes.why_unavailable("pipecat_daily") or "available",
+                status_port=self.status.port if self.status else None,
             )
             self.started.set()
             await self._stop.wait()
@@ -174,6 +199,7 @@ class WorkerApp:
             base_url=s.daily_api_url,
             timeout_s=s.provider_timeout_s,
             retry=RetryPolicy(attempts=s.provider_retry_attempts),
+            observer=self.metrics.observe_provider,
         )
         stack.push_async_callback(daily.aclose)
         return daily
@@ -210,7 +236,36 @@ class WorkerApp:
             idle_timeout_s=s.pipeline_idle_timeout_s,
         )
 
-    def _capacity_changed(self) -> None:
+    def _watch_broker(self) -> None:
+        connection = self.broker.connection
+        assert connection is not None
+        connection.close_callbacks.add(lambda *_: self.view.broker_lost())
+        connection.reconnect_callbacks.add(lambda *_: self.view.broker_back())
+
+    async def _start_ops(self, stack: AsyncExitStack) -> None:
+        """Load monitor and the status server (/healthz, /readyz, /status, /metrics)."""
+        s = self.settings
+        if s.worker_load_cpu_threshold is not None or s.worker_load_memory_threshold is not None:
+            self.load_monitor = LoadMonitor(
+                s.worker_load_cpu_threshold,
+                s.worker_load_memory_threshold,
+                on_change=lambda _overloaded: self.capacity_changed(),
+            )
+            load_task = asyncio.create_task(self.load_monitor.run(), name="load-monitor")
+            stack.callback(load_task.cancel)
+            stack.push_async_callback(self.load_monitor.aclose)
+        if s.worker_status_enabled:
+            self.status = StatusServer(
+                self.view,
+                self.metrics,
+                s.worker_status_host,
+                s.worker_status_port,
+                reconnect_budget_s=s.worker_broker_reconnect_budget_s,
+            )
+            await self.status.start()
+            stack.push_async_callback(self.status.aclose)
+
+    def capacity_changed(self) -> None:
         if self.intake is not None:
             self.intake.capacity_changed()
 

@@ -70,8 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     schema.add_argument("which", nargs="?", choices=["job", "event", "stop"], default=None)
 
     from worker.admin import add_admin_parsers
+    from worker.ops.doctor import add_doctor_parser
 
     add_admin_parsers(sub)
+    add_doctor_parser(sub)
     return parser
 
 
@@ -188,6 +190,10 @@ def _run(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    if args.command == "doctor":
+        from worker.ops.doctor import run_doctor
+
+        return asyncio.run(run_doctor(settings, sys.stdout, timeout_s=args.timeout_s))
     if args.command == "enqueue":
         return asyncio.run(_enqueue(args))
     if args.command == "stop":

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -71,8 +72,11 @@ class EventRoute:
 class EventPublisher:
     """Builds contract events for a route and publishes them with confirms, retrying briefly."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(
+        self, broker: Broker, on_event: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self._broker = broker
+        self._on_event = on_event
 
     async def accepted(self, route: EventRoute) -> None:
         await self._send(route, AcceptedEvent(**route.common()))
@@ -104,6 +108,8 @@ class EventPublisher:
             try:
                 await self._publish_once(route, event)
                 log.info(f"session.{status}", session_id=route.session_id, attempt=route.attempt)
+                if self._on_event is not None:
+                    self._on_event(event.model_dump(mode="json"))
                 return
             except (
                 TimeoutError,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import aio_pika
@@ -55,7 +56,11 @@ class Intake:
         *,
         retry_delays_s: list[float],
         worker_id: str,
+        is_overloaded: Callable[[], bool] = lambda: False,
+        on_dead_letter: Callable[[str], None] = lambda _kind: None,
     ) -> None:
+        self._is_overloaded = is_overloaded
+        self._on_dead_letter = on_dead_letter
         self._broker = broker
         self._sessions = sessions
         self._retry_delays_s = retry_delays_s
@@ -89,7 +94,7 @@ class Intake:
     async def refresh(self) -> None:
         """Consume while there is free capacity (prefetch = free slots); pause when full."""
         async with self._toggle_lock:
-            free = self._sessions.free
+            free = 0 if self._is_overloaded() else self._sessions.free
             if self._accepting and free > 0 and self._consumer_tag is None:
                 assert self._channel is not None and self._queue is not None
                 await self._channel.set_qos(prefetch_count=free)
@@ -117,13 +122,15 @@ class Intake:
             job = parse_job(message.body)
         except InvalidMessage as exc:
             log.warning("intake.invalid_job", reason=exc.reason, session_id=exc.session_id)
-            await self._settle(message, Outcome("dead_letter", reason=exc.reason))
+            await self._settle(
+                message, Outcome("dead_letter", reason=exc.reason, dead_letter_kind="invalid_job")
+            )
             return
         if self._sessions.is_known(job.session_id):
             log.info("intake.duplicate", session_id=job.session_id)
             await self._settle(message, Outcome("ack", reason="duplicate"))
             return
-        if not self._sessions.try_reserve():
+        if self._is_overloaded() or not self._sessions.try_reserve():
             await self._settle(message, Outcome("requeue", reason="worker full"))
             await self.refresh()
             return
@@ -151,6 +158,7 @@ class Intake:
             else:
                 await self._dead_letter(message, outcome.reason)
                 await message.ack()
+                self._on_dead_letter(outcome.dead_letter_kind)
         except BROKER_ERRORS as exc:
             log.warning("intake.settle_failed", action=outcome.action, error=type(exc).__name__)
 

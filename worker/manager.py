@@ -22,6 +22,7 @@ from worker.broker import BROKER_ERRORS, Broker
 from worker.contract import EndReason, EventError, SessionJob
 from worker.events import EventPublisher, EventRoute
 from worker.modes import ModeResolver, Resolution
+from worker.ops.metrics import Metrics
 from worker.sessions.base import Existing, LiveSession, SessionFailure, SessionRunner
 
 log = structlog.get_logger("worker.manager")
@@ -40,6 +41,7 @@ class Outcome:
     action: Action
     delay_s: float = 0.0
     reason: str = ""
+    dead_letter_kind: Literal["invalid_job", "exhausted", "internal"] = "exhausted"
 
 
 @dataclass
@@ -80,7 +82,9 @@ class SessionManager:
         max_attempts: int,
         retry_delays_s: list[float],
         on_capacity_change: Callable[[], None] = lambda: None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._broker = broker
         self._events = events
         self._modes = modes
@@ -179,7 +183,11 @@ class SessionManager:
             await self._forget(state)
             if not outcome.done():
                 outcome.set_result(
-                    Outcome("dead_letter", reason=f"internal error: {type(exc).__name__}")
+                    Outcome(
+                        "dead_letter",
+                        reason=f"internal error: {type(exc).__name__}",
+                        dead_letter_kind="internal",
+                    )
                 )
         finally:
             await self._forget(state)
@@ -229,6 +237,10 @@ class SessionManager:
         except (ProviderError, SessionFailure) as exc:
             return await self._start_failure(state, state.runner, exc)
         ready = state.live.ready
+        if self._metrics is not None:
+            self._metrics.observe_ready_latency(
+                route.mode or "unknown", self._age(state), ready.cold_start
+            )
         await self._events.ready(
             route,
             room_url=ready.room_url,
@@ -424,6 +436,10 @@ class SessionManager:
     @staticmethod
     def _age(state: SessionState) -> float:
         return time.monotonic() - state.started_at
+
+    def age_s(self, state: SessionState) -> float:
+        """How long ago the session's job was taken."""
+        return self._age(state)
 
     # --- shutdown -----------------------------------------------------------------------------
     async def drain(self, timeout_s: float) -> None:

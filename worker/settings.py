@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     worker_dedupe_scan_pages: int = Field(10, ge=1)
     worker_reaper_interval_s: float = Field(30.0, ge=0)  # 0 turns the reaper off on this worker
 
+    # --- operating it -------------------------------------------------------------------------
+    worker_status_enabled: bool = True
+    worker_status_host: str = "0.0.0.0"
+    worker_status_port: int = Field(8081, ge=0, le=65535)  # 0: any free port
+    worker_broker_reconnect_budget_s: float = Field(60.0, gt=0)  # then /healthz says 503
+    worker_load_cpu_threshold: float | None = Field(None, gt=0, le=1)  # e.g. 0.7, as LiveKit
+    worker_load_memory_threshold: float | None = Field(None, gt=0, le=1)
+
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 

@@ -82,6 +82,8 @@ class Harness:
             "provider_retry_attempts": 2,
             "provider_timeout_s": 5.0,
             "worker_reaper_interval_s": 0,
+            "worker_status_port": 0,
+            "worker_status_host": "127.0.0.1",
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

@@ -29,6 +29,7 @@ class ReadyInfo:
     user_token: str | None = None
     conversation_id: str | None = None
     conversation_url: str | None = None
+    cold_start: bool = False  # pipecat_daily: the session's process was spawned for it
 
 
 @dataclass(frozen=True)

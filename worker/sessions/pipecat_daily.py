@@ -205,6 +205,7 @@ class PipecatDailyRunner:
             room_url=room.result().url,
             user_token=user_token.result(),
             conversation_id=conversation_id,
+            cold_start=proc.cold_start,
         )
         return PipecatDailySession(self, job, proc, ready, room_name)
 

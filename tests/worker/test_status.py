@@ -46,7 +46,7 @@ async def test_metrics_and_status_follow_a_session(h: Harness) -> None:
             text,
             "avatar_worker_job_to_ready_seconds_count",
             mode="phoenix_rest",
-            cold_start="False",
+            cold_start="false",
         )
         == 1
     )

@@ -22,7 +22,7 @@ async def get(app: WorkerApp, path: str) -> httpx.Response:
 
 def metric(text: str, name: str, **labels: str) -> float:
     """The value of one series in Prometheus text (0 when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # Prometheus sorts them
     for line in text.splitlines():
         if line.startswith(f"{name}{{{wanted}}} ") or (not labels and line.startswith(f"{name} ")):
             return float(line.rsplit(" ", 1)[1])

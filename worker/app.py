@@ -153,6 +153,7 @@ class WorkerApp:
                 on_capacity_change=self.capacity_changed,
                 metrics=self.metrics,
             )
+            self.broker.on_claim_lost = self.sessions.abandon
             self.intake = Intake(
                 self.broker,
                 self.sessions,
@@ -174,6 +175,7 @@ class WorkerApp:
                     worker_id=s.worker_id,
                     interval_s=s.worker_reaper_interval_s,
                     is_live_here=self.sessions.is_live,
+                    grace_s=s.worker_reaper_grace_s,
                 )
                 reaper_task = asyncio.create_task(self.reaper.run(), name="reaper")
                 stack.callback(reaper_task.cancel)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractQueue,
+    AbstractRobustChannel,
     AbstractRobustConnection,
 )
 from pydantic import BaseModel
@@ -38,6 +40,20 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     asyncio.TimeoutError,
 )
+
+
+class BrokerUnavailable(Exception):
+    """RabbitMQ cannot be reached; the message names the URL (password hidden) and what failed."""
+
+
+def display_url(url: str) -> str:
+    """The AMQP URL with its password replaced by ***."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
 
 
 @dataclass(frozen=True)
@@ -154,16 +170,30 @@ class Broker:
         self._url = url
         self.topo = topo
         self.connection: AbstractRobustConnection | None = None
-        self._publish_channel: AbstractChannel | None = None
-        self._claim_channel: AbstractChannel | None = None
+        self._publish_channel: AbstractRobustChannel | None = None
+        self._claim_channel: AbstractRobustChannel | None = None
         self._claims: dict[str, AbstractQueue] = {}
         self._claim_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+        # Called with a session id whose claim another worker (or a reaper) took during an outage.
+        self.on_claim_lost: Callable[[str], None] = lambda _session_id: None
         self.events_exchange: AbstractExchange | None = None
         self.jobs_exchange: AbstractExchange | None = None
 
     async def connect(self, *, timeout_s: float = 15.0) -> None:
-        """Connect (failing fast if the broker is unreachable) and declare the topology."""
-        self.connection = await asyncio.wait_for(aio_pika.connect_robust(self._url), timeout_s)
+        """Connect (failing fast if the broker is unreachable) and declare the topology.
+
+        Raises BrokerUnavailable with one readable line when RabbitMQ cannot be reached.
+        """
+        try:
+            self.connection = await asyncio.wait_for(aio_pika.connect_robust(self._url), timeout_s)
+        except (aiormq.exceptions.AMQPConnectionError, OSError, TimeoutError) as exc:
+            detail = str(exc).replace(self._url, display_url(self._url))[:160] or "no answer"
+            raise BrokerUnavailable(
+                f"cannot reach RabbitMQ at {display_url(self._url)} ({type(exc).__name__}: "
+                f"{detail}); start it or check AMQP_URL"
+            ) from None
+        self.connection.reconnect_callbacks.add(self._on_reconnect)
         self._publish_channel = await self.connection.channel(publisher_confirms=True)
         await declare_job_topology(self._publish_channel, self.topo)
         self.jobs_exchange = await self._publish_channel.get_exchange(self.topo.jobs_exchange)
@@ -187,7 +217,7 @@ class Broker:
         return channel
 
     @property
-    def publish_channel(self) -> AbstractChannel:
+    def publish_channel(self) -> AbstractRobustChannel:
         assert self._publish_channel is not None, "connect() first"
         return self._publish_channel
 
@@ -209,8 +239,14 @@ class Broker:
                 return True
             channel = await self._fresh_claim_channel()
             try:
+                # robust=False: aio-pika must not re-declare claims by itself on reconnect (a
+                # claim another worker took meanwhile would make every reconnect fail);
+                # `_retake_claims` does it and reports the ones that are lost.
                 queue = await channel.declare_queue(
-                    self.topo.claim_queue(session_id), exclusive=True, auto_delete=False
+                    self.topo.claim_queue(session_id),
+                    exclusive=True,
+                    auto_delete=False,
+                    robust=False,
                 )
             except aiormq.exceptions.ChannelLockedResource:
                 self._claim_channel = None  # the server closed it
@@ -240,7 +276,9 @@ class Broker:
         assert self.connection is not None
         channel = await self.connection.channel()
         try:
-            await channel.declare_queue(self.topo.claim_queue(session_id), passive=True)
+            await channel.declare_queue(
+                self.topo.claim_queue(session_id), passive=True, robust=False
+            )
             return True
         except (aiormq.exceptions.ChannelLockedResource, aiormq.exceptions.ChannelAccessRefused):
             return True
@@ -258,7 +296,7 @@ class Broker:
         channel = self.publish_channel
         name = self.topo.record_queue(session_id)
         queue = await channel.declare_queue(
-            name, durable=True, arguments={"x-expires": int(ttl_s * 1000)}
+            name, durable=True, arguments={"x-expires": int(ttl_s * 1000)}, robust=False
         )
         await queue.purge()
         await self.publish(json_message(record), routing_key=name)
@@ -268,7 +306,9 @@ class Broker:
         assert self.connection is not None
         channel = await self.connection.channel()
         try:
-            queue = await channel.declare_queue(self.topo.record_queue(session_id), passive=True)
+            queue = await channel.declare_queue(
+                self.topo.record_queue(session_id), passive=True, robust=False
+            )
             message = await queue.get(no_ack=True, fail=False)
             if message is None:
                 return None
@@ -283,12 +323,44 @@ class Broker:
 
     async def delete_record(self, session_id: str) -> None:
         """Drop the session's note once its terminal event is out (idempotent)."""
+        assert self.connection is not None
+        channel = await self.connection.channel()  # an error closes it, not the publish channel
         try:
-            await self.publish_channel.queue_delete(self.topo.record_queue(session_id))
+            await channel.queue_delete(self.topo.record_queue(session_id))
         except aiormq.exceptions.ChannelNotFoundEntity:
-            self._publish_channel = await self.channel()
+            pass
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
-    async def _fresh_claim_channel(self) -> AbstractChannel:
+    def _on_reconnect(self, *_: object) -> None:
+        task = asyncio.create_task(self._retake_claims(), name="retake-claims")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _retake_claims(self) -> None:
+        """After a reconnect, take this worker's claims again; report the ones another took."""
+        async with self._claim_lock:
+            self._claim_channel = None
+            lost = []
+            for session_id in list(self._claims):
+                channel = await self._fresh_claim_channel()
+                try:
+                    self._claims[session_id] = await channel.declare_queue(
+                        self.topo.claim_queue(session_id),
+                        exclusive=True,
+                        auto_delete=False,
+                        robust=False,
+                    )
+                except aiormq.exceptions.ChannelLockedResource:
+                    self._claim_channel = None
+                    del self._claims[session_id]
+                    lost.append(session_id)
+        log.info("broker.claims_retaken", kept=len(self._claims), lost=len(lost))
+        for session_id in lost:
+            self.on_claim_lost(session_id)
+
+    async def _fresh_claim_channel(self) -> AbstractRobustChannel:
         if self._claim_channel is None or self._claim_channel.is_closed:
             assert self.connection is not None, "connect() first"
             self._claim_channel = await self.connection.channel(publisher_confirms=False)

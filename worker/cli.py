@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from worker.broker import BrokerUnavailable
 from worker.contract import SessionJob, describe_validation_error, json_schemas
 
 
@@ -215,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"error: {describe_validation_error(exc)}", file=sys.stderr)
         return 2
+    except BrokerUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 69  # EX_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
 

@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import aio_pika
-import aiormq
 import structlog
 
-from worker.broker import Broker, json_message
+from worker.broker import BROKER_ERRORS, Broker, json_message
 from worker.contract import (
     AcceptedEvent,
     EndedEvent,
@@ -30,8 +28,8 @@ from worker.contract import (
 
 log = structlog.get_logger("worker.events")
 
-PUBLISH_ATTEMPTS = 4
-PUBLISH_RETRY_DELAY_S = 1.0
+PUBLISH_DEADLINE_S = 60.0  # longer than a broker restart or aio-pika's reconnect cycle
+PUBLISH_RETRY_DELAY_S = 0.5
 
 
 @dataclass
@@ -104,23 +102,28 @@ class EventPublisher:
         event: AcceptedEvent | ReadyEvent | RetryingEvent | EndedEvent | FailedEvent | ExpiredEvent,
     ) -> None:
         status = event.status
-        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_DEADLINE_S
+        delay = PUBLISH_RETRY_DELAY_S
+        while True:
             try:
                 await self._publish_once(route, event)
-                log.info(f"session.{status}", session_id=route.session_id, attempt=route.attempt)
-                if self._on_event is not None:
-                    self._on_event(event.model_dump(mode="json"))
-                return
-            except (
-                TimeoutError,
-                aiormq.exceptions.AMQPError,
-                aio_pika.exceptions.ChannelInvalidStateError,
-                ConnectionError,
-            ) as exc:
-                if attempt == PUBLISH_ATTEMPTS:
+                break
+            except BROKER_ERRORS as exc:
+                # The broker is away (aio-pika reconnects every 5 s): wait for it, within reason.
+                if loop.time() + delay > deadline:
                     raise
-                log.warning("events.publish_retry", status=status, error=type(exc).__name__)
-                await asyncio.sleep(PUBLISH_RETRY_DELAY_S * attempt)
+                log.warning(
+                    "events.publish_retry",
+                    status=status,
+                    error=type(exc).__name__,
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        log.info(f"session.{status}", session_id=route.session_id, attempt=route.attempt)
+        if self._on_event is not None:
+            self._on_event(event.model_dump(mode="json"))
 
     async def _publish_once(self, route: EventRoute, event: Any) -> None:
         broker = self._broker

@@ -57,6 +57,7 @@ class SessionState:
     is_finished: bool = False  # reached its one outcome: a later copy of the job is a duplicate
     is_forgotten: bool = False
     has_record: bool = False
+    is_abandoned: bool = False  # another worker owns it now: drop it without a word
 
     def request_stop(self, reason: EndReason) -> None:
         if self.stop_reason is None:
@@ -148,6 +149,17 @@ class SessionManager:
         )
         return await asyncio.shield(outcome)
 
+    def abandon(self, session_id: str) -> None:
+        """Drop a session whose claim another worker took during a broker outage: that worker
+        (or a reaper) now owns its resources and its outcome, so this copy releases nothing
+        and publishes nothing."""
+        state = self._sessions.get(session_id)
+        if state is None:
+            return
+        log.warning("session.abandoned", session_id=session_id)
+        state.is_abandoned = True
+        state.request_stop("worker_lost")
+
     def stop(self, session_id: str, reason: EndReason = "stopped") -> bool:
         """End a session of this worker; False when it is not here (harmless)."""
         state = self._sessions.get(session_id)
@@ -230,6 +242,8 @@ class SessionManager:
             finally:
                 await self._settle_record(record)
         except _StopDuringStart:
+            if state.is_abandoned:
+                return Outcome("requeue", reason="abandoned: another worker owns it")
             await self._cleanup(state.runner, job)
             state.is_finished = True
             await self._events.ended(route, state.stop_reason or "stopped", self._age(state))
@@ -285,9 +299,13 @@ class SessionManager:
         if start in done:
             return start.result()
         start.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
+        try:
             live = await start
-            await live.release()
+        except (asyncio.CancelledError, ProviderError, SessionFailure) as exc:
+            log.info("session.start_interrupted", error=type(exc).__name__)
+        else:
+            if not state.is_abandoned:
+                await self._release(live)
         raise _StopDuringStart
 
     async def _follow(self, state: SessionState) -> None:
@@ -305,6 +323,8 @@ class SessionManager:
             stop.cancel()
             if not provider_end.done():
                 provider_end.cancel()
+        if state.is_abandoned:
+            return
         broke = provider_end.exception() if provider_end in done else None
         if isinstance(broke, SessionFailure):  # e.g. the session's process crashed
             await self._release(live)

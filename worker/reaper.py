@@ -3,8 +3,9 @@ worker died — ends their Tavus conversations, deletes their Daily rooms, publi
 (`worker_lost`) from the session's record.
 
 A resource is ours when its name starts with the session-name prefix; it is an orphan when no live
-connection holds its session's claim queue. The reaper takes that claim itself before touching
-anything, so two reapers (or a redelivered job) never act on the same session at once.
+connection has held its session's claim queue for a grace period (a worker that is only
+reconnecting to the broker takes its claims back within seconds). The reaper takes that claim
+itself before touching anything, so two reapers (or a redelivered job) never act on one session.
 """
 
 from __future__ import annotations
@@ -56,7 +57,12 @@ class Reaper:
         worker_id: str,
         interval_s: float,
         is_live_here: Any,
+        grace_s: float = 30.0,
+        clock: Any = time.monotonic,
     ) -> None:
+        self._grace_s = grace_s
+        self._clock = clock
+        self._suspects: dict[str, float] = {}  # session id -> when first seen unclaimed
         self._broker = broker
         self._events = events
         self._tavus = tavus
@@ -79,18 +85,25 @@ class Reaper:
     async def sweep_once(self) -> list[str]:
         """One sweep; returns the session ids it finished."""
         reaped = []
-        for orphan in (await self._candidates()).values():
-            if self._is_live_here(orphan.session_id):
+        now = self._clock()
+        candidates = await self._candidates()
+        for sid in set(self._suspects) - set(candidates):
+            del self._suspects[sid]  # gone by itself
+        for orphan in candidates.values():
+            sid = orphan.session_id
+            if self._is_live_here(sid) or await self._broker.is_claimed_elsewhere(sid):
+                self._suspects.pop(sid, None)
                 continue
-            if await self._broker.is_claimed_elsewhere(orphan.session_id):
-                continue
-            if not await self._broker.claim(orphan.session_id):
+            if now - self._suspects.setdefault(sid, now) < self._grace_s:
+                continue  # its worker may just be reconnecting: look again next sweep
+            if not await self._broker.claim(sid):
                 continue
             try:
                 await self._finish(orphan)
-                reaped.append(orphan.session_id)
+                reaped.append(sid)
+                self._suspects.pop(sid, None)
             finally:
-                await self._broker.release_claim(orphan.session_id)
+                await self._broker.release_claim(sid)
         self.reaped_total += len(reaped)
         return reaped
 

@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     worker_default_max_duration_s: int = Field(1800, ge=60, le=14400)
     worker_dedupe_scan_pages: int = Field(10, ge=1)
     worker_reaper_interval_s: float = Field(30.0, ge=0)  # 0 turns the reaper off on this worker
+    worker_reaper_grace_s: float = Field(30.0, ge=0)  # unclaimed this long before it is reaped
 
     # --- operating it -------------------------------------------------------------------------
     worker_status_enabled: bool = True

@@ -28,7 +28,7 @@ async def test_session_of_a_killed_worker_is_ended_as_worker_lost(h: Harness) ->
     victim.send_signal(signal.SIGKILL)
     await victim.wait()
     assert h.sim.conversations[ready["conversation_id"]].status == "active"  # leaked, for now
-    await h.start_worker(worker_reaper_interval_s=0.2)
+    await h.start_worker(worker_reaper_interval_s=0.2, worker_reaper_grace_s=0.5)
     ended = await h.wait_for(sid, "ended", timeout_s=20)
     assert ended["reason"] == "worker_lost"
     assert ended["metadata"] == {"k": "v"} and ended["mode"] == "phoenix_rest"

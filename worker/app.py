@@ -220,6 +220,7 @@ class WorkerApp:
         assert s.tavus_api_key is not None
         hook = ["--factories", s.worker_pipeline_hook] if s.worker_pipeline_hook else None
         self.pool = ProcessPool(size=s.worker_warm_processes, child_args=hook)
+        self.pool.on_warm = self.metrics.process_spawned
         stack.push_async_callback(self.pool.aclose)
         await self.pool.start()
         return PipecatDailyRunner(

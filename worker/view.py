@@ -59,8 +59,7 @@ class AppView:
 
     @property
     def is_pool_broken(self) -> bool:
-        pool = self._app.pool
-        return bool(pool is not None and getattr(pool, "is_broken", False))
+        return self._app.pool is not None and bool(self._app.pool.is_broken)
 
     @property
     def sessions(self) -> Sequence[SessionRow]:

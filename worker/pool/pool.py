@@ -33,6 +33,9 @@ def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+BROKEN_AFTER_FAILURES = 5
+
+
 class ProcessPool:
     """Warm session processes; `acquire` one per session, `aclose` stops them all (idempotent)."""
 
@@ -73,6 +76,7 @@ class ProcessPool:
         self.warm_timeouts_total = 0
         self.last_spawn_s: float | None = None  # exec → process running
         self.last_warm_s: float | None = None  # exec → child reported warm
+        self.on_warm: Callable[[float], None] = lambda _seconds: None  # e.g. a metrics histogram
 
     @property
     def warm_count(self) -> int:
@@ -88,6 +92,11 @@ class ProcessPool:
     def busy_count(self) -> int:
         """Children handed out by `acquire` that have not exited yet."""
         return len(self._busy)
+
+    @property
+    def is_broken(self) -> bool:
+        """True after BROKEN_AFTER_FAILURES spawns in a row failed (a restart is needed)."""
+        return self._failures_in_a_row >= BROKEN_AFTER_FAILURES
 
     async def start(self) -> None:
         """Begin warming ``size`` children in the background; returns at once."""
@@ -189,6 +198,7 @@ class ProcessPool:
                 await child.kill()
                 raise
         self.last_warm_s = child.warm_s
+        self.on_warm(child.warm_s)
         return child
 
     def _on_child_exit(self, child: ChildProcess) -> None:

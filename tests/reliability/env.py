@@ -146,6 +146,7 @@ class ReliabilityHarness(Harness):
     stderr_lines: dict[int, list[str]] = field(default_factory=dict)
     extra_queues: set[str] = field(default_factory=set)
     proxies: list[BrokerProxy] = field(default_factory=list)
+    seen_valid: set[str] = field(default_factory=set)
 
     async def proxy(self) -> BrokerProxy:
         """A proxy to this harness's broker (closed with the harness)."""

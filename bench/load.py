@@ -1,0 +1,192 @@
+"""The load phases of bench/run.py: intake throughput against the baseline (interleaved rounds),
+following many live sessions, scale-out over 1–3 worker processes, and start-up figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+
+from benchlib import (
+    REPO,
+    Producer,
+    WorkerProcess,
+    cpu_s,
+    delete_topology,
+    rss_mb,
+    session_ids,
+    worker_env,
+)
+from phases import Bench
+
+
+async def burst(
+    b: Bench, name: str, n: int, workers: int = 1, *, baseline: bool = False
+) -> tuple[float, float]:
+    """n jobs published at once to `workers` consuming processes: (starts/s, CPU ms per start).
+
+    starts/s = n / (last ready − first publish): every start, pipeline fill included.
+    """
+    topo = b.topology(name)
+    await b.sim.reset()
+    producer = Producer(b.connection, topo)
+    await producer.start()
+    procs: list[WorkerProcess] = []
+    sids = session_ids(name[:1], n)
+    try:
+        for i in range(workers):
+            env = worker_env(topo, b.sim, f"{topo.jobs_queue}-w{i}", worker_max_sessions=n)
+            if baseline:
+                procs.append(
+                    WorkerProcess([sys.executable, str(REPO / "bench" / "baseline.py")], env)
+                )
+            else:
+                procs.append(WorkerProcess.worker(env))
+        await asyncio.gather(*(p.start() for p in procs))
+        if not baseline:
+            b.startup_s += [p.consuming_at - p.spawned_at for p in procs]
+        await asyncio.sleep(0.5)
+        cpu_before = sum(cpu_s(p.pid) for p in procs)
+        await producer.publish_burst(sids)
+        await producer.wait_all(sids, "ready", 120 + n / 5)
+        cpu_after = sum(cpu_s(p.pid) for p in procs)
+    finally:
+        for p in procs:
+            await p.stop()
+        await producer.aclose()
+        await delete_topology(b.connection, topo, sids)
+    timings = [producer.timings[s] for s in sids]
+    first = min(t.published_at for t in timings)
+    last = max(t.seen["ready"] for t in timings if "ready" in t.seen)
+    done = sum(1 for t in timings if "ready" in t.seen)
+    return done / (last - first), (cpu_after - cpu_before) / done * 1000
+
+
+async def intake_throughput(b: Bench) -> None:
+    n = b.cfg.throughput_n
+    worker_rates, base_rates, worker_cpu, base_cpu = [], [], [], []
+    for _ in range(b.cfg.throughput_rounds):
+        rate, cpu = await burst(b, "tput", n)
+        worker_rates.append(rate)
+        worker_cpu.append(cpu)
+        rate, cpu = await burst(b, "base", n, baseline=True)
+        base_rates.append(rate)
+        base_cpu.append(cpu)
+    w, base = statistics.median(worker_rates), statistics.median(base_rates)
+    rounds = ", ".join(f"{x:.0f}/{y:.0f}" for x, y in zip(worker_rates, base_rates, strict=True))
+    b.add(
+        "2. intake throughput",
+        "phoenix_rest starts/s: worker / baseline",
+        f"{w:.0f} / {base:.0f}",
+        f"{n} jobs at once, zero latency, 1 process; rounds {rounds}",
+    )
+    b.add(
+        "2. intake throughput",
+        "ratio worker ÷ baseline (goal ≥ 0.80)",
+        f"{w / base:.2f}",
+        "median of interleaved rounds",
+    )
+    b.add(
+        "2. intake throughput",
+        "CPU ms per session start: worker / baseline",
+        f"{statistics.median(worker_cpu):.1f} / {statistics.median(base_cpu):.1f}",
+        "the consuming process only (the simulator and broker excluded)",
+    )
+
+
+async def follow_many(b: Bench) -> None:
+    n, window_s = b.cfg.follow_n, b.cfg.follow_window_s
+    topo = b.topology("follow")
+    await b.sim.reset()
+    producer = Producer(b.connection, topo)
+    await producer.start()
+    worker = await b.worker(topo, f"{topo.jobs_queue}-w", worker_max_sessions=n)
+    sids = session_ids("f", n)
+    try:
+        await asyncio.sleep(2)
+        idle_rss = rss_mb(worker.pid)
+        b.idle_rss_mb.append(idle_rss)
+        t0 = time.perf_counter()
+        await producer.publish_burst(sids)
+        await producer.wait_all(sids, "ready", 600)
+        fill_s = time.perf_counter() - t0
+        await asyncio.sleep(3)
+        await b.sim.calls()  # clears the record
+        cpu0, w0 = cpu_s(worker.pid), time.perf_counter()
+        samples = []
+        while time.perf_counter() - w0 < window_s:
+            await asyncio.sleep(1)
+            samples.append(rss_mb(worker.pid))
+        cpu1, w1 = cpu_s(worker.pid), time.perf_counter()
+        calls = await b.sim.calls()
+        ended = sum(1 for s in sids if "ended" in producer.timings[s].seen)
+    finally:
+        await worker.stop()
+        await producer.aclose()
+        await delete_topology(b.connection, topo, sids)
+    wall = w1 - w0
+    tavus = calls["by_provider"].get("tavus", 0) / wall
+    top = sorted(calls["by_endpoint"].items(), key=lambda kv: -kv[1])[:3]
+    rss = statistics.median(samples)
+    b.add(
+        "5. following live sessions",
+        f"{n:,} live phoenix_rest: worker CPU s per wall s",
+        f"{(cpu1 - cpu0) / wall:.3f}",
+        f"{wall:.0f} s window, poll every 3 s; {ended} ended early",
+    )
+    b.add(
+        "5. following live sessions",
+        f"{n:,} live phoenix_rest: worker RSS",
+        f"{rss:.0f} MB",
+        f"idle before: {idle_rss:.0f} MB",
+    )
+    b.add(
+        "5. following live sessions",
+        "Tavus calls per second",
+        f"{tavus:.1f}",
+        "; ".join(f"{k} {v / wall:.1f}/s" for k, v in top),
+    )
+    b.add(
+        "5. following live sessions",
+        f"time to start all {n:,} (one burst)",
+        f"{fill_s:.1f} s",
+        f"{n / fill_s:.0f} starts/s while the live set grows to {n:,}",
+    )
+    b.add(
+        "6. footprint",
+        "phoenix_rest: RSS per live session",
+        f"{(rss - idle_rss) / n * 1024:.0f} KB",
+        f"(RSS with {n:,} − idle) / {n:,}",
+    )
+
+
+async def scale_out(b: Bench) -> None:
+    n = b.cfg.scale_n
+    rates = {}
+    for k in (1, 2, 3):
+        rates[k], _ = await burst(b, f"scale{k}", n, workers=k)
+    b.add(
+        "7. scale-out",
+        "starts/s with 1 / 2 / 3 worker processes",
+        " / ".join(f"{rates[k]:.0f}" for k in (1, 2, 3)),
+        f"{n} jobs at once; ×{rates[2] / rates[1]:.2f}, ×{rates[3] / rates[1]:.2f} "
+        "(2 cores shared with the broker, simulator and producer)",
+    )
+
+
+def footprint(b: Bench) -> None:
+    s = b.startup_s
+    b.add(
+        "6. footprint",
+        "worker start-up: spawn → consuming, p50 (max)",
+        f"{statistics.median(s) * 1000:.0f} ({max(s) * 1000:.0f}) ms",
+        f"{len(s)} phoenix_rest starts",
+    )
+    b.add(
+        "6. footprint",
+        "idle worker RSS (phoenix_rest)",
+        f"{statistics.median(b.idle_rss_mb):.0f} MB",
+        f"{len(b.idle_rss_mb)} workers",
+    )

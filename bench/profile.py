@@ -1,0 +1,124 @@
+"""Profile one consuming process (worker or baseline) through a burst of phoenix_rest starts with
+py-spy, and print where its time goes (inclusive share per function, top frames by own time).
+
+    .venv/bin/pip install py-spy   # into the venv only; not a project dependency
+    .venv/bin/python bench/profile.py [--n 300] [--history 0] [--baseline] [--out /tmp/x.txt]
+
+py-spy samples the process from outside (--idle off: CPU time, not waiting), so the figures are
+shares of the process's CPU. Collapsed stacks are written to --out for a flame graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import aio_pika
+from benchlib import (
+    AMQP_URL,
+    REPO,
+    Producer,
+    SimProcess,
+    WorkerProcess,
+    cpu_s,
+    delete_topology,
+    new_topology,
+    session_ids,
+    worker_env,
+)
+
+# Frames worth naming in the summary: (label, substring of a collapsed frame).
+BUCKETS = (
+    ("logging (structlog + redaction + JSON)", "structlog"),
+    ("pydantic validation / serialisation", "pydantic"),
+    ("httpx / httpcore (HTTP client)", "httpcore"),
+    ("aio-pika / aiormq / pamqp (AMQP)", "aiormq"),
+    ("json", "json/"),
+    ("asyncio event loop itself", "base_events.py"),
+)
+
+
+async def profile(args: argparse.Namespace) -> Path:
+    sim = SimProcess()
+    await sim.start()
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    topo = new_topology(uuid.uuid4().hex[:6], "profile")
+    if args.history:
+        await sim.seed_ended(args.history)
+    producer = Producer(connection, topo)
+    await producer.start()
+    env = worker_env(topo, sim, "profile-w", worker_max_sessions=args.n)
+    argv = [sys.executable, str(REPO / "bench" / "baseline.py")] if args.baseline else None
+    proc = WorkerProcess(argv, env) if argv else WorkerProcess.worker(env)
+    sids = session_ids("x", args.n)
+    out = Path(args.out)
+    try:
+        await proc.start()
+        await asyncio.sleep(0.5)
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+        recorder = await asyncio.create_subprocess_exec(
+            spy, "record", "-p", str(proc.pid), "-r", "250", "-f", "raw", "-o", str(out),
+            "--nonblocking", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        await asyncio.sleep(1.0)
+        cpu0 = cpu_s(proc.pid)
+        await producer.publish_burst(sids)
+        await producer.wait_all(sids, "ready", 600)
+        print(f"{args.n} starts, {(cpu_s(proc.pid) - cpu0) * 1000 / args.n:.1f} CPU ms each")
+        recorder.send_signal(2)
+        await recorder.wait()
+    finally:
+        await proc.stop()
+        await producer.aclose()
+        await delete_topology(connection, topo, sids)
+        await connection.close()
+        await sim.aclose()
+    return out
+
+
+def summarise(path: Path, top: int) -> None:
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    buckets: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        for name in set(frames):
+            inclusive[name] += count
+        own[frames[-1]] += count
+        for label, needle in BUCKETS:
+            if any(needle in f for f in frames):
+                buckets[label] += count
+    print(f"\n{total} samples; share of samples whose stack contains:")
+    for label, _ in BUCKETS:
+        print(f"  {buckets[label] / total:6.1%}  {label}")
+    ours = [(n, c) for n, c in inclusive.most_common() if "/main/" in n and ".venv" not in n]
+    print("\nour functions, inclusive:")
+    for name, count in ours[:top]:
+        print(f"  {count / total:6.1%}  {name}")
+    print("\ntop frames by own time:")
+    for name, count in own.most_common(top):
+        print(f"  {count / total:6.1%}  {name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--history", type=int, default=0, help="ended conversations to seed")
+    parser.add_argument("--baseline", action="store_true")
+    parser.add_argument("--out", default="/tmp/bench-profile.txt")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    summarise(asyncio.run(profile(args)), args.top)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""One command for the worker's performance figures: start overhead, intake throughput against a
+bare baseline, parallel provisioning, warm vs cold session processes, following many live
+sessions, footprint and scale-out. Prints a table and writes docs/benchmarks.md.
+
+    .venv/bin/python bench/run.py [--quick] [--only SECTION ...] [--no-write]
+
+Needs a RabbitMQ at AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/); the simulator, the
+workers and the baseline run as separate processes on this machine. Broker names are unique per
+run (`bench<id>.*`) and deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import importlib.metadata
+import platform
+import signal
+import time
+import uuid
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import aio_pika
+from benchlib import AMQP_URL, REPO, SimProcess, machine, ms, pct
+from load import follow_many, footprint, intake_throughput, scale_out
+from phases import (
+    FULL,
+    QUICK,
+    Bench,
+    broker_round_trip,
+    pipecat_phases,
+    start_overhead_phoenix,
+    warm_vs_cold,
+)
+
+T = TypeVar("T")
+SECTIONS = ("overhead", "throughput", "pipecat", "cold", "follow", "scale")
+DOC = REPO / "docs" / "benchmarks.md"
+ANALYSIS_MARK = "<!-- analysis: kept by bench/run.py -->"
+
+
+def versions(server_version: str) -> str:
+    found = [f"Python {platform.python_version()}"]
+    for name in ("pipecat-ai", "aio-pika", "aiormq", "httpx"):
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    found.append(f"RabbitMQ {server_version}")
+    return ", ".join(found)
+
+
+async def run(args: argparse.Namespace) -> tuple[Bench, str, float]:
+    sim = SimProcess()
+    await sim.start()
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    server = str(connection.transport.connection.server_properties.get("version", "?"))  # type: ignore[union-attr]
+    b = Bench(QUICK if args.quick else FULL, sim, connection, uuid.uuid4().hex[:6])
+    only = set(args.only or SECTIONS)
+    started = time.perf_counter()
+    try:
+        if "overhead" in only:
+            print("1. start overhead", flush=True)
+            rtt = await broker_round_trip(b)
+            b.add(
+                "1. start overhead",
+                "physical limit: one broker round trip (p50/p95/p99)",
+                f"{ms(pct(rtt, 50))} / {ms(pct(rtt, 95))} / {ms(pct(rtt, 99))} ms",
+                f"persistent publish + confirm + consumer receipt, {len(rtt)} sequential",
+            )
+            await start_overhead_phoenix(b)
+            await start_overhead_phoenix(b, history=1000)
+        if "pipecat" in only:
+            print("1/3/4/6. pipecat_daily", flush=True)
+            await pipecat_phases(b)
+        if "cold" in only:
+            print("4. warm vs cold", flush=True)
+            await warm_vs_cold(b)
+        if "throughput" in only:
+            print("2. intake throughput", flush=True)
+            await intake_throughput(b)
+        if "follow" in only:
+            print("5. following live sessions", flush=True)
+            await follow_many(b)
+        if "scale" in only:
+            print("7. scale-out", flush=True)
+            await scale_out(b)
+        if b.startup_s and b.idle_rss_mb:
+            footprint(b)
+    finally:
+        await connection.close()
+        await sim.aclose()
+    return b, server, time.perf_counter() - started
+
+
+async def cancellable(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro`; SIGTERM cancels it, so every phase's clean-up (processes, queues) still runs."""
+    task = asyncio.ensure_future(coro)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await task
+
+
+def table(b: Bench) -> str:
+    lines = ["| # | measure | value | notes |", "|---|---|---|---|"]
+    order = sorted(b.rows, key=lambda r: r.section[:1])
+    for row in order:
+        lines.append(f"| {row.section} | {row.measure.strip()} | {row.value} | {row.note} |")
+    return "\n".join(lines)
+
+
+def write_doc(b: Bench, server: str, elapsed_s: float, quick: bool) -> None:
+    info = machine()
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    kind = "`--quick` (small N, a smoke check)" if quick else "full"
+    head = f"""# Benchmarks
+
+Produced by `.venv/bin/python bench/run.py` ({kind} run, {elapsed_s:.0f} s) on {now}.
+
+- Machine: {info["nproc"]} CPUs, {info["cpu"]}, load average {info["load"]} at the end (shared,
+  noisy: read ratios and differences measured in the same run, not absolute single numbers).
+- {versions(server)}.
+- Everything on one machine: RabbitMQ, the provider simulator (`bench/simproc.py`, its own
+  process), each worker as `python -m worker.cli run` (JSON logs at INFO, as in production), the
+  baseline (`bench/baseline.py`) and the producer (`bench/run.py`). Latencies are measured by the
+  producer: job published (before the publish call) → the event received on its `reply_to` queue.
+- pipecat_daily uses fake speech services and a Daily-like transport
+  (`WORKER_PIPELINE_HOOK=tests.worker.session_hooks:sim_avatar`); the session process creates the
+  Tavus conversation at the simulator as Pipecat's `TavusVideoService` does.
+
+"""
+    analysis = ""
+    if DOC.exists() and ANALYSIS_MARK in DOC.read_text():
+        analysis = DOC.read_text().split(ANALYSIS_MARK, 1)[1]
+    DOC.write_text(head + table(b) + "\n\n" + ANALYSIS_MARK + analysis.rstrip() + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small N, about a minute")
+    parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run these sections only")
+    parser.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
+    args = parser.parse_args()
+    b, server, elapsed_s = asyncio.run(cancellable(run(args)))
+    print()
+    print(table(b))
+    print(f"\n{versions(server)}; {machine()['nproc']} CPUs; {elapsed_s:.0f} s")
+    if not args.no_write and not args.only:
+        write_doc(b, server, elapsed_s, args.quick)
+        print(f"wrote {DOC.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -152,6 +152,10 @@ class WorkerApp:
                 retry_delays_s=s.worker_retry_delays_s,
                 on_capacity_change=self.capacity_changed,
                 metrics=self.metrics,
+                # A start a vanished worker left in flight lands within its HTTP timeouts (and,
+                # for pipecat_daily, the pipeline's setup); a redelivered job waits that out.
+                in_flight_window_s=s.provider_timeout_s * s.provider_retry_attempts
+                + (s.pipeline_setup_timeout_s if unavailable is None else 0.0),
             )
             self.broker.on_claim_lost = self.sessions.abandon
             self.intake = Intake(

@@ -43,6 +43,7 @@ class EventRoute:
     reply_to: str | None = None
     correlation_id: str | None = None
     mode: ResolvedMode | None = None
+    is_silenced: bool = False  # another worker owns the session now: publish nothing more
 
     @classmethod
     def for_job(
@@ -106,6 +107,9 @@ class EventPublisher:
         deadline = loop.time() + PUBLISH_DEADLINE_S
         delay = PUBLISH_RETRY_DELAY_S
         while True:
+            if route.is_silenced:
+                log.info("events.silenced", status=status, session_id=route.session_id)
+                return
             try:
                 await self._publish_once(route, event)
                 break

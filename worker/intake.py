@@ -142,7 +142,7 @@ class Intake:
             reply_to=message.reply_to,
             correlation_id=message.correlation_id or message.message_id,
         )
-        outcome = await self._sessions.start(job, route)
+        outcome = await self._sessions.start(job, route, redelivered=bool(message.redelivered))
         await self._settle(message, outcome)
 
     async def _settle(self, message: AbstractIncomingMessage, outcome: Outcome) -> None:

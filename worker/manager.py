@@ -58,6 +58,7 @@ class SessionState:
     is_forgotten: bool = False
     has_record: bool = False
     is_abandoned: bool = False  # another worker owns it now: drop it without a word
+    is_redelivered: bool = False  # RabbitMQ gave it back after a consumer vanished
 
     def request_stop(self, reason: EndReason) -> None:
         if self.stop_reason is None:
@@ -84,8 +85,10 @@ class SessionManager:
         retry_delays_s: list[float],
         on_capacity_change: Callable[[], None] = lambda: None,
         metrics: Metrics | None = None,
+        in_flight_window_s: float = 30.0,
     ) -> None:
         self._metrics = metrics
+        self._in_flight_window_s = in_flight_window_s
         self._broker = broker
         self._events = events
         self._modes = modes
@@ -138,9 +141,11 @@ class SessionManager:
         return list(self._sessions.values())
 
     # --- one session ------------------------------------------------------------------------
-    async def start(self, job: SessionJob, route: EventRoute) -> Outcome:
+    async def start(
+        self, job: SessionJob, route: EventRoute, *, redelivered: bool = False
+    ) -> Outcome:
         """Run a reserved job up to `ready` (or its end); the session then goes on in a task."""
-        state = SessionState(job, route)
+        state = SessionState(job, route, is_redelivered=redelivered)
         self._sessions[job.session_id] = state
         self._reserved -= 1
         outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -158,6 +163,7 @@ class SessionManager:
             return
         log.warning("session.abandoned", session_id=session_id)
         state.is_abandoned = True
+        state.route.is_silenced = True
         state.request_stop("worker_lost")
 
     def stop(self, session_id: str, reason: EndReason = "stopped") -> bool:
@@ -223,6 +229,12 @@ class SessionManager:
         runner = resolution.runner
         try:
             existing = await runner.lookup(job)
+            if (
+                existing is None
+                and state.is_redelivered
+                and await self._may_have_create_in_flight(state)
+            ):
+                existing = await runner.lookup(job)
         except ProviderError as exc:
             return await self._start_failure(state, runner, exc)
         if existing is not None and existing.finished:
@@ -304,7 +316,9 @@ class SessionManager:
         except (asyncio.CancelledError, ProviderError, SessionFailure) as exc:
             log.info("session.start_interrupted", error=type(exc).__name__)
         else:
-            if not state.is_abandoned:
+            if state.is_abandoned:
+                await live.abandon()
+            else:
                 await self._release(live)
         raise _StopDuringStart
 
@@ -324,6 +338,7 @@ class SessionManager:
             if not provider_end.done():
                 provider_end.cancel()
         if state.is_abandoned:
+            await live.abandon()
             return
         broke = provider_end.exception() if provider_end in done else None
         if isinstance(broke, SessionFailure):  # e.g. the session's process crashed
@@ -376,6 +391,26 @@ class SessionManager:
             return Outcome("dead_letter", reason=f"{exc.code} after {route.attempt} attempts")
         await self._events.failed(route, error)
         return Outcome("ack", reason=exc.code)
+
+    async def _may_have_create_in_flight(self, state: SessionState) -> bool:
+        """For a job redelivered after its worker vanished mid-start: wait until a provider call
+        that worker left in flight can no longer land, so the session is adopted, not doubled.
+
+        True when it waited (look again). A retry (a later attempt) never waits: its previous
+        attempt cleaned up after itself.
+        """
+        try:
+            record = await self._broker.read_record(state.job.session_id)
+        except BROKER_ERRORS:
+            return False
+        if record is None or int(record.get("attempt") or 0) != state.route.attempt:
+            return False
+        remaining_s = float(record.get("started_at") or 0) + self._in_flight_window_s - time.time()
+        if remaining_s <= 0:
+            return False
+        log.info("session.waiting_for_in_flight_start", wait_s=round(remaining_s, 2))
+        await asyncio.sleep(remaining_s)
+        return True
 
     @staticmethod
     async def _settle_record(record: asyncio.Task[None]) -> None:

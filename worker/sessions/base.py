@@ -53,6 +53,10 @@ class LiveSession(Protocol):
         """End every provider resource of the session; idempotent and safe to call at any time."""
         ...
 
+    async def abandon(self) -> None:
+        """Another worker owns the session now: drop what is local, touch no provider resource."""
+        ...
+
 
 class SessionRunner(Protocol):
     """Starts sessions of one mode."""

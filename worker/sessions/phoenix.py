@@ -107,6 +107,10 @@ class PhoenixSession:
         self._released = True  # Tavus ended it: nothing left to release
         return end_reason_from(ended)
 
+    async def abandon(self) -> None:
+        self._monitor.unwatch(self.conversation_id)
+        self._released = True
+
     async def release(self) -> None:
         self._monitor.unwatch(self.conversation_id)
         if self._released:

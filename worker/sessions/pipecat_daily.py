@@ -81,6 +81,10 @@ class PipecatDailySession:
             return reason  # type: ignore[return-value]
         raise SessionFailure(outcome.code, outcome.message, retryable=False)
 
+    async def abandon(self) -> None:
+        self._released = True
+        await self._child.kill()  # the new owner has its own pipeline; ours must not talk
+
     async def release(self) -> None:
         if self._released:
             return

@@ -22,6 +22,7 @@ from pydantic import (
 CONTRACT_VERSION = 1
 MAX_JOB_BYTES = 64 * 1024
 MAX_METADATA_BYTES = 8 * 1024
+MAX_METADATA_DEPTH = 32
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 Mode = Literal["auto", "pipecat_daily", "phoenix_rest"]
@@ -72,18 +73,24 @@ class SessionJob(_Strict):
     conversational_context: str | None = Field(default=None, max_length=32_000)
     custom_greeting: str | None = Field(default=None, max_length=2_000)
     language: str | None = Field(default=None, min_length=1, max_length=64)
-    max_duration_s: int = Field(default=1800, ge=60, le=14400)
-    participant_left_timeout_s: int | None = Field(default=None, ge=0, le=14400)
+    max_duration_s: int = Field(default=1800, ge=60, le=14400, strict=True)
+    participant_left_timeout_s: int | None = Field(default=None, ge=0, le=14400, strict=True)
     user_name: str | None = Field(default=None, min_length=1, max_length=200)
     not_after: AwareDatetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("metadata")
     @classmethod
-    def _metadata_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        size = len(json.dumps(value, separators=(",", ":")).encode())
-        if size > MAX_METADATA_BYTES:
-            raise ValueError(f"is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
+    def _metadata_echoable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Metadata is echoed in every event: it must be small, shallow and valid UTF-8."""
+        if _depth(value) > MAX_METADATA_DEPTH:
+            raise ValueError(f"is nested more than {MAX_METADATA_DEPTH} levels deep")
+        try:
+            encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise ValueError("contains text that is not valid UTF-8 (a lone surrogate)") from None
+        if len(encoded) > MAX_METADATA_BYTES:
+            raise ValueError(f"is {len(encoded)} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
         return value
 
     def is_expired(self, now: datetime | None = None) -> bool:
@@ -173,8 +180,8 @@ def parse_job(body: bytes) -> SessionJob:
     if len(body) > MAX_JOB_BYTES:
         raise InvalidMessage(f"job body is {len(body)} bytes; the limit is {MAX_JOB_BYTES}")
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        data = json.loads(body, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidMessage(f"job body is not valid JSON ({_short(exc)})") from None
     if not isinstance(data, dict):
         raise InvalidMessage(f"job body must be a JSON object, got {type(data).__name__}")
@@ -207,6 +214,21 @@ def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
     if more > 0:
         parts.append(f"and {more} more problem(s)")
     return "invalid job: " + "; ".join(parts)
+
+
+def _depth(value: object, level: int = 0) -> int:
+    """How deeply lists and objects nest (iteratively bounded: stops counting past the limit)."""
+    if level > MAX_METADATA_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _short(exc: BaseException) -> str:

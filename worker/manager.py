@@ -29,6 +29,9 @@ log = structlog.get_logger("worker.manager")
 
 RELEASE_TIMEOUT_S = 30.0
 RECORD_TTL_MARGIN_S = 3600
+# Publishing the last-resort `failed` event can hit the broker being away, or (a bug) an event
+# that cannot be serialised (pydantic's error is a ValueError): log it, never raise from there.
+FAILED_EVENT_ERRORS: tuple[type[BaseException], ...] = (*BROKER_ERRORS, ValueError)
 FINISHED_MEMORY = 10_000
 
 Action = Literal["ack", "requeue", "retry", "dead_letter"]
@@ -192,21 +195,22 @@ class SessionManager:
             raise
         except Exception as exc:  # the task must never die silently: a bug becomes `failed`
             log.exception("session.crashed", error=type(exc).__name__)
-            await self._fail(
-                state,
-                "internal_error",
-                f"the worker hit an internal error ({type(exc).__name__}); see the worker logs",
-                retryable=False,
+            crash = Outcome(
+                "dead_letter",
+                reason=f"internal error: {type(exc).__name__}",
+                dead_letter_kind="internal",
             )
-            await self._forget(state)
-            if not outcome.done():
-                outcome.set_result(
-                    Outcome(
-                        "dead_letter",
-                        reason=f"internal error: {type(exc).__name__}",
-                        dead_letter_kind="internal",
-                    )
+            try:
+                await self._fail(
+                    state,
+                    "internal_error",
+                    f"the worker hit an internal error ({type(exc).__name__}); see the worker logs",
+                    retryable=False,
                 )
+            finally:  # whatever `_fail` ran into, the delivery is settled and the slot freed
+                await self._forget(state)
+                if not outcome.done():
+                    outcome.set_result(crash)
         finally:
             await self._forget(state)
 
@@ -454,7 +458,7 @@ class SessionManager:
             await self._events.failed(
                 state.route, EventError(code=code, message=message, retryable=retryable)
             )
-        except BROKER_ERRORS as exc:
+        except FAILED_EVENT_ERRORS as exc:
             log.error("session.failed_event_lost", error=type(exc).__name__)
 
     async def _release(self, live: LiveSession) -> None:

@@ -1,0 +1,429 @@
+"""Soak: N jobs across K real worker processes against the in-process simulator and the local
+RabbitMQ, with chaos — random SIGKILLs of workers (each restarted), one outage of every worker's
+broker connection, and provider faults (5xx bursts, latency) — then the figures of the promise:
+one terminal outcome per job, no session with two live conversations, nothing left active.
+
+    .venv/bin/python bench/soak.py --jobs 500 --workers 3
+
+Workers reach RabbitMQ through a local TCP proxy, so the "broker outage" is seen by the workers
+only (other users of the shared broker node are not disturbed). Each session is stopped after a
+random short hold. Everything is bounded: the run ends by itself within --timeout-s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import aio_pika  # noqa: E402
+
+from tavus.sim import Simulator  # noqa: E402
+from tests.reliability.env import BrokerProxy  # noqa: E402
+from worker.broker import Topology, declare_job_topology, json_message  # noqa: E402
+from worker.client_tools import send_stop  # noqa: E402
+
+TAVUS_KEY = "soak-tavus-key-0123456789"
+REPLICA = "r90bbd427f71"
+TERMINAL = ("ended", "failed", "expired")
+RETRY_DELAYS_S = (0.5, 1.0)
+
+
+@dataclass
+class Worker:
+    index: int
+    proc: asyncio.subprocess.Process
+    worker_id: str
+    log_path: Path
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    sim: Simulator
+    topo: Topology
+    proxy: BrokerProxy
+    log_dir: Path
+    started_s: float = field(default_factory=time.monotonic)
+    events: dict[str, list[tuple[float, dict[str, Any]]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    workers: list[Worker] = field(default_factory=list)
+    kills: list[tuple[float, str]] = field(default_factory=list)
+    cut_at_s: float | None = None
+    stop_after_s: dict[str, float] = field(default_factory=dict)
+    stops_sent: Counter[str] = field(default_factory=Counter)
+    spawned: int = 0
+
+    def now(self) -> float:
+        return time.monotonic() - self.started_s
+
+    def statuses(self, sid: str) -> list[str]:
+        return [e["status"] for _, e in self.events[sid]]
+
+    def terminal(self, sid: str) -> list[dict[str, Any]]:
+        return [e for _, e in self.events[sid] if e["status"] in TERMINAL]
+
+
+def topology(prefix: str) -> Topology:
+    return Topology(
+        jobs_exchange=f"{prefix}.jobs",
+        jobs_queue=f"{prefix}.sessions",
+        events_exchange=f"{prefix}.events",
+        control_exchange=f"{prefix}.control",
+        dead_letter_queue=f"{prefix}.sessions.dead",
+    )
+
+
+def worker_env(run: Run, worker_id: str) -> dict[str, str]:
+    topo, args = run.topo, run.args
+    base = args.amqp_url.split("?", 1)[0]
+    url = run.proxy.url_for(f"{base}?name={worker_id}&reconnect_interval=1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAVUS_", "DAILY_", "AMQP_"))}
+    env.update(
+        TAVUS_API_KEY=TAVUS_KEY,
+        TAVUS_BASE_URL=run.sim.tavus_base_url,
+        TAVUS_DEFAULT_REPLICA_ID=REPLICA,
+        TAVUS_AVATAR_MODE="phoenix_rest",
+        AMQP_URL=url,
+        AMQP_JOBS_EXCHANGE=topo.jobs_exchange,
+        AMQP_JOBS_QUEUE=topo.jobs_queue,
+        AMQP_EVENTS_EXCHANGE=topo.events_exchange,
+        AMQP_CONTROL_EXCHANGE=topo.control_exchange,
+        AMQP_DEAD_LETTER_QUEUE=topo.dead_letter_queue,
+        WORKER_ID=worker_id,
+        WORKER_MAX_SESSIONS=str(args.max_sessions),
+        WORKER_MAX_ATTEMPTS="5",
+        WORKER_RETRY_DELAYS_S=",".join(str(d) for d in RETRY_DELAYS_S),
+        WORKER_DRAIN_TIMEOUT_S="5",
+        WORKER_POLL_INTERVAL_S="0.5",
+        WORKER_REAPER_INTERVAL_S=str(args.reaper_interval_s),
+        WORKER_REAPER_GRACE_S=str(args.reaper_grace_s),
+        WORKER_STATUS_HOST="127.0.0.1",
+        WORKER_STATUS_PORT="0",
+        PROVIDER_TIMEOUT_S="2",
+        PROVIDER_RETRY_ATTEMPTS="2",
+        LOG_FORMAT="json",
+        LOG_LEVEL="INFO",
+    )
+    return env
+
+
+async def spawn(run: Run, index: int) -> Worker:
+    """Start worker process `index` (a fresh worker id each time) and wait until it consumes."""
+    run.spawned += 1
+    worker_id = f"soak-w{index}-{run.spawned}"
+    log_path = run.log_dir / f"{worker_id}.log"
+    log = log_path.open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker.cli",
+        "run",
+        env=worker_env(run, worker_id),
+        cwd=str(REPO),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=log,
+    )
+    log.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.returncode is None:
+        if b"worker.started" in log_path.read_bytes():
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise SystemExit(f"worker {worker_id} did not start; see {log_path}")
+    return Worker(index, proc, worker_id, log_path)
+
+
+async def collect_events(run: Run, channel: aio_pika.abc.AbstractChannel) -> None:
+    exchange = await channel.declare_exchange(
+        run.topo.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange, "#")
+
+    async def on_event(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        event = json.loads(message.body)
+        sid = event["session_id"]
+        run.events[sid].append((run.now(), event))
+        if event["status"] == "ready" and sid not in run.stop_after_s:
+            run.stop_after_s[sid] = run.now() + random.uniform(
+                run.args.hold_min_s, run.args.hold_max_s
+            )
+
+    await queue.consume(on_event, no_ack=True)
+
+
+async def stopper(run: Run, channel: aio_pika.abc.AbstractChannel, done: asyncio.Event) -> None:
+    """Stop each session once its hold is over; re-send every 3 s while it is not over (a stop
+    sent to a worker that died meanwhile is lost with it)."""
+    while not done.is_set():
+        now = run.now()
+        for sid, due in list(run.stop_after_s.items()):
+            if run.terminal(sid) or now < due:
+                continue
+            if run.stops_sent[sid] == 0 or now >= due + 3 * run.stops_sent[sid]:
+                run.stops_sent[sid] += 1
+                with contextlib.suppress(aio_pika.exceptions.AMQPError, ConnectionError):
+                    await send_stop(channel, sid, "soak hold over", run.topo)
+        await asyncio.sleep(0.1)
+
+
+async def chaos(run: Run, expected: list[str], done: asyncio.Event) -> None:
+    """Kill a random worker every so often (and restart it), cut the broker once, inject faults."""
+    args = run.args
+    kills_left = args.kills
+    next_kill = 4.0
+    next_fault = 2.0
+    cut_due = True
+    while not done.is_set():
+        now = run.now()
+        finished = sum(1 for sid in expected if run.terminal(sid))
+        progress = finished / max(len(expected), 1)
+        if kills_left and now >= next_kill:
+            kills_left -= 1
+            next_kill = now + random.uniform(4.0, 8.0)
+            victim = random.choice(run.workers)
+            victim.proc.send_signal(signal.SIGKILL)
+            await victim.proc.wait()
+            run.kills.append((now, victim.worker_id))
+            print(f"[{now:6.1f}s] SIGKILL {victim.worker_id}", flush=True)
+            replacement = await spawn(run, victim.index)
+            run.workers[run.workers.index(victim)] = replacement
+            print(f"[{run.now():6.1f}s] restarted as {replacement.worker_id}", flush=True)
+        if cut_due and progress >= 0.4:
+            cut_due = False
+            run.cut_at_s = now
+            run.proxy.cut(down_s=args.outage_s)
+            print(f"[{now:6.1f}s] broker outage for every worker ({args.outage_s} s)", flush=True)
+        if now >= next_fault:
+            next_fault = now + random.uniform(3.0, 6.0)
+            if random.random() < 0.5:
+                run.sim.faults.fail_next(
+                    "POST /v2/conversations", n=random.randint(2, 6), status=503
+                )
+                print(f"[{now:6.1f}s] 5xx burst on creates", flush=True)
+            else:
+                run.sim.faults.latency("* /v2/**", random.uniform(0.2, 1.0))
+                await asyncio.sleep(random.uniform(1.0, 3.0))
+                run.sim.faults.latency("* /v2/**", 0)
+                print(f"[{now:6.1f}s] latency burst", flush=True)
+        await asyncio.sleep(0.2)
+
+
+async def publish_jobs(run: Run, channel: aio_pika.abc.AbstractChannel, ids: list[str]) -> None:
+    await declare_job_topology(channel, run.topo)
+    exchange = await channel.get_exchange(run.topo.jobs_exchange)
+    for sid in ids:
+        body = {"session_id": sid, "max_duration_s": 600, "metadata": {"soak": True}}
+        await exchange.publish(json_message(body), routing_key=run.topo.jobs_routing_key)
+        await asyncio.sleep(run.args.publish_interval_s)
+
+
+def overlapping(run: Run, name: str, conversations: list[Any]) -> int:
+    spans = [
+        (c.created_at_s, c.ended_at_s if c.ended_at_s is not None else float("inf"))
+        for c in conversations
+    ]
+    points = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    live = peak = 0
+    for _, step in points:
+        live += step
+        peak = max(peak, live)
+    return peak
+
+
+def recovery_times_s(run: Run) -> list[float]:
+    """Per kill: how long until every session the killed worker owned got its terminal event."""
+    times = []
+    for killed_at, worker_id in run.kills:
+        worst = 0.0
+        for history in run.events.values():
+            before = [(t, e) for t, e in history if t <= killed_at]
+            if not before or before[-1][1]["worker_id"] != worker_id:
+                continue
+            if before[-1][1]["status"] in (*TERMINAL, "retrying"):
+                continue
+            after = [t for t, e in history if t > killed_at and e["status"] in TERMINAL]
+            worst = max(worst, (after[0] - killed_at) if after else float("inf"))
+        times.append(worst)
+    return times
+
+
+async def wait_for_outcomes(run: Run, ids: list[str], deadline_s: float) -> None:
+    while run.now() < deadline_s:
+        if all(run.terminal(sid) for sid in ids):
+            return
+        await asyncio.sleep(0.25)
+
+
+def report(run: Run, ids: list[str], wall_s: float) -> dict[str, Any]:
+    kinds: Counter[str] = Counter()
+    wrong: list[tuple[str, list[str]]] = []
+    for sid in ids:
+        terminal = run.terminal(sid)
+        for event in terminal:
+            kinds[
+                event["status"] + (f"({event['reason']})" if event["status"] == "ended" else "")
+            ] += 1
+            if event["status"] == "failed":
+                kinds[f"  failed code {event['error']['code']}"] += 1
+        if len(terminal) != 1:
+            wrong.append((sid, run.statuses(sid)))
+    by_name: dict[str, list[Any]] = defaultdict(list)
+    for c in run.sim.conversations.values():
+        by_name[str(c.request.get("conversation_name", ""))].append(c)
+    duplicates = [n for n, cs in by_name.items() if overlapping(run, n, cs) > 1]
+    leaked = [c.conversation_id for c in run.sim.conversations.values() if c.status == "active"]
+    recovery = recovery_times_s(run)
+    tracebacks = sum(
+        w.read_text(errors="replace").count("Traceback") for w in run.log_dir.glob("*.log")
+    )
+    figures = {
+        "jobs": len(ids),
+        "workers": run.args.workers,
+        "worker kills (SIGKILL, restarted)": len(run.kills),
+        "broker outages (all workers, s)": run.args.outage_s if run.cut_at_s is not None else 0,
+        "terminal outcomes": dict(sorted(kinds.items())),
+        "jobs without exactly one terminal outcome": len(wrong),
+        "sessions with two live conversations at once": len(duplicates),
+        "conversations created": len(run.sim.conversations),
+        "leaked conversations at the end": len(leaked),
+        "leaked rooms at the end": len(run.sim.rooms),
+        "max time to recover after a kill (s)": round(max(recovery, default=0.0), 2),
+        "Traceback blocks in worker logs": tracebacks,
+        "total wall time (s)": round(wall_s, 1),
+    }
+    print("\n== soak figures ==")
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for k, v in value.items():
+                print(f"  {k}: {v}")
+        else:
+            print(f"{key}: {value}")
+    for sid, statuses in wrong[:15]:
+        print(f"  not exactly one outcome: {sid}: {statuses}")
+    for name in duplicates[:10]:
+        print(f"  two live conversations: {name}")
+    print(f"worker logs: {run.log_dir}")
+    return figures
+
+
+async def cleanup(run: Run, connection: aio_pika.abc.AbstractConnection) -> None:
+    for worker in run.workers:
+        if worker.proc.returncode is None:
+            worker.proc.send_signal(signal.SIGTERM)
+            worker.proc.send_signal(signal.SIGTERM)
+    for worker in run.workers:
+        try:
+            await asyncio.wait_for(worker.proc.wait(), 15)
+        except TimeoutError:
+            worker.proc.kill()
+            await worker.proc.wait()
+    channel = await connection.channel()
+    topo = run.topo
+    queues = [
+        topo.jobs_queue,
+        topo.dead_letter_queue,
+        *(topo.retry_queue(d) for d in RETRY_DELAYS_S),
+    ]
+    for queue in queues:
+        with contextlib.suppress(Exception):
+            await channel.queue_delete(queue)
+    for exchange in (topo.jobs_exchange, topo.events_exchange, topo.control_exchange):
+        with contextlib.suppress(Exception):
+            await channel.exchange_delete(exchange)
+    await run.proxy.aclose()
+
+
+async def soak(args: argparse.Namespace) -> int:
+    prefix = f"soak{uuid.uuid4().hex[:6]}"
+    sim = Simulator(
+        tavus_api_keys={TAVUS_KEY},
+        daily_rate_limits=False,
+        replica_join_delay_s=0.05,
+        sweep_interval_s=0.1,
+    )
+    host_port = args.amqp_url.split("@", 1)[-1].split("/", 1)[0]
+    host, _, port = host_port.partition(":")
+    proxy = BrokerProxy(host or "127.0.0.1", int(port or 5672))
+    await proxy.start()
+    async with sim.running(host="127.0.0.1", port=0):
+        run = Run(args, sim, topology(prefix), proxy, Path(tempfile.mkdtemp(prefix="soak-logs-")))
+        connection = await aio_pika.connect_robust(args.amqp_url)
+        try:
+            events_channel = await connection.channel()
+            await collect_events(run, events_channel)
+            ids = [f"soak-{i:05d}-{uuid.uuid4().hex[:6]}" for i in range(args.jobs)]
+            run.workers = list(await asyncio.gather(*(spawn(run, i) for i in range(args.workers))))
+            print(
+                f"[{run.now():6.1f}s] {args.workers} workers up; publishing {args.jobs} jobs",
+                flush=True,
+            )
+            run.started_s = time.monotonic()
+            done = asyncio.Event()
+            control = await connection.channel()
+            tasks = [
+                asyncio.create_task(stopper(run, control, done)),
+                asyncio.create_task(chaos(run, ids, done)),
+                asyncio.create_task(publish_jobs(run, await connection.channel(), ids)),
+            ]
+            await wait_for_outcomes(run, ids, deadline_s=args.timeout_s - args.settle_s)
+            done.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            wall_s = run.now()
+            await asyncio.sleep(args.settle_s)  # late duplicates surface; reapers sweep leftovers
+            figures = report(run, ids, wall_s)
+        finally:
+            await cleanup(run, connection)
+            await connection.close()
+    bad = (
+        figures["jobs without exactly one terminal outcome"]
+        + figures["sessions with two live conversations at once"]
+        + figures["leaked conversations at the end"]
+    )
+    return 1 if bad else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--max-sessions", type=int, default=25, help="WORKER_MAX_SESSIONS")
+    parser.add_argument("--kills", type=int, default=4, help="random SIGKILLs (each restarted)")
+    parser.add_argument("--outage-s", type=float, default=3.0, help="length of the broker outage")
+    parser.add_argument("--hold-min-s", type=float, default=0.2)
+    parser.add_argument("--hold-max-s", type=float, default=2.0)
+    parser.add_argument("--publish-interval-s", type=float, default=0.02)
+    parser.add_argument("--reaper-interval-s", type=float, default=1.0)
+    parser.add_argument(
+        "--reaper-grace-s", type=float, default=6.0, help="longer than --outage-s + reconnect"
+    )
+    parser.add_argument("--settle-s", type=float, default=8.0)
+    parser.add_argument("--timeout-s", type=float, default=600.0, help="the whole run's bound")
+    parser.add_argument(
+        "--amqp-url", default=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    )
+    args = parser.parse_args()
+    return asyncio.run(soak(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

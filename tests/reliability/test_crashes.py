@@ -1,0 +1,140 @@
+"""Crashes of real worker processes under load: SIGKILL one worker while it provisions and another
+while its sessions are live; every job still gets exactly one terminal event, no session has two
+live conversations at once, and nothing the run created is left active (the surviving workers'
+reapers finish what the dead ones left).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import pytest
+
+from tests.reliability.env import ReliabilityHarness
+from tests.worker.harness import job
+
+pytestmark = pytest.mark.broker
+
+WORKER = {
+    "worker_max_sessions": 10,
+    "worker_reaper_interval_s": 0.3,
+    "worker_reaper_grace_s": 1.0,
+    "worker_poll_interval_s": 0.2,
+}
+
+
+def last_event(h: ReliabilityHarness, sid: str) -> dict[str, Any] | None:
+    events = h.of(sid)
+    return events[-1] if events else None
+
+
+def owner_of(h: ReliabilityHarness, status: str, sids: list[str]) -> str | None:
+    """The worker id of some session whose latest event has this status."""
+    for sid in sids:
+        event = last_event(h, sid)
+        if event is not None and event["status"] == status:
+            return str(event["worker_id"])
+    return None
+
+
+async def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{what} within {timeout_s} s")
+
+
+async def stop_every_ready_session(
+    h: ReliabilityHarness, sids: list[str], done: asyncio.Event
+) -> None:
+    """Stop each session once it is ready; send the stop again every 2 s until it has ended (a stop
+    sent to a worker that was killed meanwhile is lost with it)."""
+    sent: dict[str, float] = {}
+    loop = asyncio.get_running_loop()
+    while not done.is_set():
+        for sid in sids:
+            if h.terminal(sid) or "ready" not in h.statuses(sid):
+                continue
+            if loop.time() - sent.get(sid, -10.0) >= 2.0:
+                sent[sid] = loop.time()
+                await h.stop_session(sid)
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_killing_workers_mid_provisioning_and_mid_session_loses_no_outcome(
+    h: ReliabilityHarness,
+) -> None:
+    """Three worker processes and 24 jobs; one worker is SIGKILLed while provisioning and another
+    while its sessions are live: each job ends with exactly one of ended/failed/expired, no session
+    has two live conversations at once, and no conversation is left active."""
+    for _ in range(3):
+        await h.spawn_capturing(**WORKER)
+    ids = {f"{h.prefix}-w{i}": proc for i, proc in enumerate(h.processes)}  # worker id -> process
+    h.sim.faults.latency("POST /v2/conversations", 0.8)
+    bodies = [job() for _ in range(24)]
+    sids = [b["session_id"] for b in bodies]
+    done = asyncio.Event()
+    stopper = asyncio.create_task(stop_every_ready_session(h, sids[:0], done))
+    for body in bodies[:12]:
+        await h.publish(body)
+
+    # 1. kill a worker while one of its sessions is provisioning (accepted, create in flight)
+    await wait_until(lambda: owner_of(h, "accepted", sids) is not None, 20, "no session accepted")
+    first = owner_of(h, "accepted", sids)
+    assert first is not None
+    ids[first].send_signal(signal.SIGKILL)
+    await ids[first].wait()
+    await h.spawn_capturing(**WORKER)  # a replacement, as an orchestrator would start
+    ids = {f"{h.prefix}-w{i}": proc for i, proc in enumerate(h.processes)}
+    for body in bodies[12:]:
+        await h.publish(body)
+
+    # 2. kill another worker while it has live sessions
+    def live_elsewhere() -> str | None:
+        for sid in sids:
+            event = last_event(h, sid)
+            if event and event["status"] == "ready" and event["worker_id"] != first:
+                return str(event["worker_id"])
+        return None
+
+    await wait_until(lambda: live_elsewhere() is not None, 20, "no live session")
+    second = live_elsewhere()
+    assert second is not None and second in ids
+    ids[second].send_signal(signal.SIGKILL)
+    await ids[second].wait()
+    h.sim.faults.latency("POST /v2/conversations", 0)
+
+    # 3. stop every session once it is ready; the reapers finish the dead workers' sessions
+    stopper.cancel()
+    stopper = asyncio.create_task(stop_every_ready_session(h, sids, done))
+    try:
+        await wait_until(
+            lambda: all(h.terminal(sid) for sid in sids),
+            60,
+            f"jobs without a terminal event: {[s for s in sids if not h.terminal(s)]}",
+        )
+    finally:
+        done.set()
+        await stopper
+    await asyncio.sleep(3.0)  # late duplicates would show up now; the reapers sweep again
+
+    wrong = {sid: h.statuses(sid) for sid in sids if len(h.terminal(sid)) != 1}
+    assert wrong == {}, wrong
+    doubled = {
+        sid: h.created_conversations(sid)
+        for sid in sids
+        if h.max_overlapping_conversations(sid) > 1
+    }
+    assert doubled == {}, doubled
+    assert h.active_conversations() == []
+    reasons = {e.get("reason") or e["status"] for sid in sids for e in h.terminal(sid)}
+    assert "worker_lost" in reasons, reasons  # the live sessions of the second victim were reaped
+    for pid, lines in h.stderr_lines.items():  # the survivors logged no crash
+        if pid not in (ids[first].pid, ids[second].pid):
+            assert not any("session.crashed" in line for line in lines)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -403,3 +404,32 @@ def _public_url(url: str) -> str:
     except httpx.InvalidURL:
         return "an invalid URL"
     return str(parsed.copy_with(username=None, password=None, query=None))
+
+
+class ProviderClient:
+    """What every provider client shares around its `JsonHttpClient`: `base_url`, a repr without
+    the key, `async with`, and an idempotent `aclose()`."""
+
+    _http: JsonHttpClient
+
+    @property
+    def base_url(self) -> str:
+        return self._http.base_url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool; calling it again does nothing."""
+        await self._http.aclose()

@@ -5,7 +5,6 @@ a ``tavus.errors`` class whose message says what to do (see ``tavus._tavus_error
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
@@ -16,6 +15,7 @@ from tavus._http import (
     JsonHttpClient,
     LogEvents,
     Observer,
+    ProviderClient,
     Reply,
     RetryPolicy,
     is_unprocessed,
@@ -47,7 +47,7 @@ TAVUS_EVENTS = LogEvents(
 )
 
 
-class TavusClient:
+class TavusClient(ProviderClient):
     """Async client for the Tavus CVI REST API (v2). Use ``async with`` or call ``aclose()``."""
 
     def __init__(
@@ -72,28 +72,6 @@ class TavusClient:
             observer=observer,
             secrets=(api_key,),
         )
-
-    @property
-    def base_url(self) -> str:
-        return self._http.base_url
-
-    def __repr__(self) -> str:
-        return f"TavusClient(base_url={self.base_url!r})"
-
-    async def __aenter__(self) -> TavusClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the connection pool; calling it again does nothing."""
-        await self._http.aclose()
 
     # ---- conversations -----------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 import httpx
@@ -20,6 +19,7 @@ from tavus._http import (
     JsonHttpClient,
     LogEvents,
     Observer,
+    ProviderClient,
     Reply,
     RetryPolicy,
     is_unprocessed,
@@ -63,7 +63,7 @@ _ROOM = "/rooms/{name}"
 _log = structlog.get_logger("tavus.daily")
 
 
-class DailyClient:
+class DailyClient(ProviderClient):
     """Async client for Daily's REST API (v1). Use ``async with`` or call ``aclose()``."""
 
     def __init__(
@@ -88,28 +88,6 @@ class DailyClient:
             observer=observer,
             secrets=(api_key,),
         )
-
-    @property
-    def base_url(self) -> str:
-        return self._http.base_url
-
-    def __repr__(self) -> str:
-        return f"DailyClient(base_url={self.base_url!r})"
-
-    async def __aenter__(self) -> DailyClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the connection pool; calling it again does nothing."""
-        await self._http.aclose()
 
     # ---- rooms -------------------------------------------------------------------------------
 

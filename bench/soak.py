@@ -124,31 +124,37 @@ def worker_env(run: Run, worker_id: str) -> dict[str, str]:
     return env
 
 
-async def spawn(run: Run, index: int) -> Worker:
-    """Start worker process `index` (a fresh worker id each time) and wait until it consumes."""
-    run.spawned += 1
-    worker_id = f"soak-w{index}-{run.spawned}"
-    log_path = run.log_dir / f"{worker_id}.log"
-    log = log_path.open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker.cli",
-        "run",
-        env=worker_env(run, worker_id),
-        cwd=str(REPO),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=log,
-    )
-    log.close()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.returncode is None:
-        if b"worker.started" in log_path.read_bytes():
-            break
-        await asyncio.sleep(0.2)
-    else:
-        raise SystemExit(f"worker {worker_id} did not start; see {log_path}")
-    return Worker(index, proc, worker_id, log_path)
+async def spawn(run: Run, index: int, *, attempts: int = 30) -> Worker:
+    """Start worker process `index` (a fresh worker id) and wait until it consumes; a start that
+    fails (the broker is away) is retried after a second, as an orchestrator would."""
+    for _ in range(attempts):
+        run.spawned += 1
+        worker_id = f"soak-w{index}-{run.spawned}"
+        log_path = run.log_dir / f"{worker_id}.log"
+        with log_path.open("wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "worker.cli",
+                "run",
+                env=worker_env(run, worker_id),
+                cwd=str(REPO),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.returncode is None:
+            if b"worker.started" in log_path.read_bytes():
+                return Worker(index, proc, worker_id, log_path)
+            await asyncio.sleep(0.2)
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        print(
+            f"[{run.now():6.1f}s] {worker_id} did not start (see {log_path}); retrying", flush=True
+        )
+        await asyncio.sleep(1.0)
+    raise RuntimeError(f"worker {index} did not start in {attempts} attempts")
 
 
 async def collect_events(run: Run, channel: aio_pika.abc.AbstractChannel) -> None:
@@ -267,8 +273,19 @@ def recovery_times_s(run: Run) -> list[float]:
 
 
 async def wait_for_outcomes(run: Run, ids: list[str], deadline_s: float) -> None:
+    """Until every job has a terminal event, the deadline, or no progress for --stall-s."""
+    finished, progress_at = -1, run.now()
     while run.now() < deadline_s:
-        if all(run.terminal(sid) for sid in ids):
+        now_finished = sum(1 for sid in ids if run.terminal(sid))
+        if now_finished == len(ids):
+            return
+        if now_finished != finished:
+            finished, progress_at = now_finished, run.now()
+        elif run.now() - progress_at > run.args.stall_s:
+            print(
+                f"[{run.now():6.1f}s] no progress for {run.args.stall_s} s: stop waiting",
+                flush=True,
+            )
             return
         await asyncio.sleep(0.25)
 
@@ -350,6 +367,9 @@ async def cleanup(run: Run, connection: aio_pika.abc.AbstractConnection) -> None
     for exchange in (topo.jobs_exchange, topo.events_exchange, topo.control_exchange):
         with contextlib.suppress(Exception):
             await channel.exchange_delete(exchange)
+    for sid in run.events:  # session notes left by sessions without an outcome
+        with contextlib.suppress(Exception):
+            await channel.queue_delete(topo.record_queue(sid))
     await run.proxy.aclose()
 
 
@@ -415,6 +435,9 @@ def main() -> int:
     parser.add_argument("--reaper-interval-s", type=float, default=1.0)
     parser.add_argument(
         "--reaper-grace-s", type=float, default=6.0, help="longer than --outage-s + reconnect"
+    )
+    parser.add_argument(
+        "--stall-s", type=float, default=45.0, help="stop waiting after this long without progress"
     )
     parser.add_argument("--settle-s", type=float, default=8.0)
     parser.add_argument("--timeout-s", type=float, default=600.0, help="the whole run's bound")

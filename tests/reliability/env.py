@@ -10,6 +10,7 @@ import contextlib
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -67,6 +68,17 @@ async def wait_connected(name: str, timeout_s: float = 20.0) -> None:
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"no connection named {name!r} within {timeout_s} s")
+
+
+async def poll_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    """Check `predicate` every 50 ms until it holds (True) or `timeout_s` passes (False)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 class BrokerProxy:

@@ -17,6 +17,7 @@ import pytest
 from tests.reliability.env import (
     ReliabilityHarness,
     cut_connections,
+    poll_until,
     rabbitmqctl,
     wait_connected,
 )
@@ -237,6 +238,42 @@ async def test_outage_while_provisioning_with_a_second_worker_starts_the_session
     await h.wait_terminal(sid)
     await asyncio.sleep(2.0)
     assert len(h.terminal(sid)) == 1, h.statuses(sid)
+    assert h.active_conversations() == []
+
+
+@pytest.mark.slow
+async def test_outage_while_a_burst_of_jobs_is_being_taken_fails_none_of_them(
+    h: ReliabilityHarness,
+) -> None:
+    """A 2 s outage of the worker's broker link while it is taking a burst of 30 jobs: no job
+    fails with internal_error; each one becomes ready once and ends once when stopped."""
+    proxy = await h.proxy()
+    app = await h.start_proxied_worker(proxy, worker_max_sessions=30)
+    bodies = [job() for _ in range(30)]
+    sids = [b["session_id"] for b in bodies]
+
+    async def publish_all() -> None:
+        for body in bodies:
+            await h.publish(body)
+
+    publishing = asyncio.create_task(publish_all())
+    await h.wait_for(sids[0], "accepted")
+    await asyncio.sleep(0.1)  # jobs are arriving and being claimed
+    proxy.cut(down_s=2.0)
+    await publishing
+    await asyncio.sleep(2.0)
+    await reconnected(app)
+    await poll_until(lambda: all(h.terminal(s) or "ready" in h.statuses(s) for s in sids), 30)
+    crashed = {
+        sid: [(e["status"], e.get("error", {}).get("code")) for e in h.terminal(sid)]
+        for sid in sids
+        if h.terminal(sid)
+    }
+    assert crashed == {}, crashed  # e.g. {'s-…': [('failed', 'internal_error')]}
+    await stop_all(h, sids)
+    await asyncio.sleep(1.0)
+    wrong = {sid: h.statuses(sid) for sid in sids if len(h.terminal(sid)) != 1}
+    assert wrong == {}, wrong
     assert h.active_conversations() == []
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.reliability.env import ReliabilityHarness
+from tests.reliability.env import ReliabilityHarness, poll_until
 from tests.worker.harness import job
 
 pytestmark = pytest.mark.broker
@@ -39,14 +40,9 @@ def owner_of(h: ReliabilityHarness, status: str, sids: list[str]) -> str | None:
     return None
 
 
-async def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while loop.time() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what} within {timeout_s} s")
+async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    if not await poll_until(predicate, timeout_s):
+        raise AssertionError(f"{what} within {timeout_s} s")
 
 
 async def stop_every_ready_session(
@@ -138,3 +134,31 @@ async def test_killing_workers_mid_provisioning_and_mid_session_loses_no_outcome
     for pid, lines in h.stderr_lines.items():  # the survivors logged no crash
         if pid not in (ids[first].pid, ids[second].pid):
             assert not any("session.crashed" in line for line in lines)
+
+
+@pytest.mark.slow
+async def test_worker_killed_after_ending_the_conversation_but_before_ended_still_gives_an_outcome(
+    h: ReliabilityHarness,
+) -> None:
+    """SIGKILL a worker while it ends a stopped session (Tavus ends the conversation, the worker
+    dies before publishing `ended`): another worker still publishes the session's one outcome."""
+    victim = await h.spawn_capturing(worker_reaper_interval_s=0)
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    ready = await h.wait_for(sid, "ready")
+    await asyncio.sleep(0.3)  # the job's ack is at the broker
+    h.sim.faults.latency("POST /v2/conversations/*/end", 1.0)
+    await h.stop_session(sid)
+    await asyncio.sleep(0.5)  # the end call is in flight; Tavus will end the call regardless
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+    await asyncio.sleep(1.0)
+    assert h.sim.conversations[ready["conversation_id"]].status == "ended"
+    assert h.statuses(sid) == ["accepted", "ready"]
+    h.sim.faults.latency("POST /v2/conversations/*/end", 0)
+    await h.start_worker(**WORKER)
+    ended = await h.wait_terminal(sid, timeout_s=15)
+    assert ended["status"] == "ended", h.statuses(sid)
+    await asyncio.sleep(1.0)
+    assert len(h.terminal(sid)) == 1, h.statuses(sid)

@@ -321,6 +321,15 @@ class Broker:
             if not channel.is_closed:
                 await channel.close()
 
+    async def finish_record(self, session_id: str, record: dict[str, Any]) -> None:
+        """Mark the session's note finished (it expires by itself later): a copy of the job that
+        arrives meanwhile, on any worker, is then known for a duplicate of a finished session."""
+        channel = self.publish_channel
+        name = self.topo.record_queue(session_id)
+        queue = await channel.declare_queue(name, passive=True, robust=False)
+        await queue.purge()
+        await self.publish(json_message({**record, "finished": True}), routing_key=name)
+
     async def delete_record(self, session_id: str) -> None:
         """Drop the session's note once its terminal event is out (idempotent)."""
         assert self.connection is not None

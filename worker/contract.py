@@ -79,6 +79,13 @@ class SessionJob(_Strict):
     not_after: AwareDatetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("not_after", mode="before")
+    @classmethod
+    def _not_after_is_rfc3339(cls, value: object) -> object:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be an RFC 3339 timestamp string, e.g. 2026-05-01T12:00:00Z")
+        return value
+
     @field_validator("metadata")
     @classmethod
     def _metadata_echoable(cls, value: dict[str, Any]) -> dict[str, Any]:

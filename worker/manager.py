@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
@@ -60,6 +60,7 @@ class SessionState:
     is_finished: bool = False  # reached its one outcome: a later copy of the job is a duplicate
     is_forgotten: bool = False
     has_record: bool = False
+    record: dict[str, Any] = field(default_factory=dict)
     is_abandoned: bool = False  # another worker owns it now: drop it without a word
     is_redelivered: bool = False  # RabbitMQ gave it back after a consumer vanished
 
@@ -231,12 +232,17 @@ class SessionManager:
         route.mode = resolution.mode
         structlog.contextvars.bind_contextvars(mode=resolution.mode)
         runner = resolution.runner
+        record = await self._read_record(job.session_id)
+        if record is not None and record.get("finished"):
+            state.is_finished = True
+            log.info("session.duplicate_finished", source="record")
+            return Outcome("ack", reason="duplicate: session already finished")
         try:
             existing = await runner.lookup(job)
             if (
                 existing is None
                 and state.is_redelivered
-                and await self._may_have_create_in_flight(state)
+                and await self._may_have_create_in_flight(state, record)
             ):
                 existing = await runner.lookup(job)
         except ProviderError as exc:
@@ -251,12 +257,12 @@ class SessionManager:
             return Outcome("ack", reason="expired")
         await self._events.accepted(route)
         state.runner = runner
-        record = asyncio.create_task(self._write_record(state))
+        record_task = asyncio.create_task(self._write_record(state))
         try:
             try:
                 state.live, fallback_reason = await self._provision(state, resolution, existing)
             finally:
-                await self._settle_record(record)
+                await self._settle_record(record_task)
         except _StopDuringStart:
             if state.is_abandoned:
                 return Outcome("requeue", reason="abandoned: another worker owns it")
@@ -396,17 +402,22 @@ class SessionManager:
         await self._events.failed(route, error)
         return Outcome("ack", reason=exc.code)
 
-    async def _may_have_create_in_flight(self, state: SessionState) -> bool:
+    async def _read_record(self, session_id: str) -> dict[str, Any] | None:
+        try:
+            return await self._broker.read_record(session_id)
+        except BROKER_ERRORS as exc:
+            log.warning("session.record_unreadable", error=type(exc).__name__)
+            return None
+
+    async def _may_have_create_in_flight(
+        self, state: SessionState, record: dict[str, Any] | None
+    ) -> bool:
         """For a job redelivered after its worker vanished mid-start: wait until a provider call
         that worker left in flight can no longer land, so the session is adopted, not doubled.
 
         True when it waited (look again). A retry (a later attempt) never waits: its previous
         attempt cleaned up after itself.
         """
-        try:
-            record = await self._broker.read_record(state.job.session_id)
-        except BROKER_ERRORS:
-            return False
         if record is None or int(record.get("attempt") or 0) != state.route.attempt:
             return False
         remaining_s = float(record.get("started_at") or 0) + self._in_flight_window_s - time.time()
@@ -426,19 +437,18 @@ class SessionManager:
     async def _write_record(self, state: SessionState) -> None:
         """The note a reaper needs to finish this session if this worker dies (its event route)."""
         route = state.route
+        state.record = {
+            "session_id": route.session_id,
+            "attempt": route.attempt,
+            "metadata": route.metadata,
+            "reply_to": route.reply_to,
+            "correlation_id": route.correlation_id,
+            "mode": route.mode,
+            "worker_id": self.worker_id,
+            "started_at": time.time() - self._age(state),
+        }
         await self._broker.write_record(
-            route.session_id,
-            {
-                "session_id": route.session_id,
-                "attempt": route.attempt,
-                "metadata": route.metadata,
-                "reply_to": route.reply_to,
-                "correlation_id": route.correlation_id,
-                "mode": route.mode,
-                "worker_id": self.worker_id,
-                "started_at": time.time() - self._age(state),
-            },
-            ttl_s=state.job.max_duration_s + RECORD_TTL_MARGIN_S,
+            route.session_id, state.record, ttl_s=state.job.max_duration_s + RECORD_TTL_MARGIN_S
         )
         state.has_record = True
 
@@ -485,7 +495,7 @@ class SessionManager:
                 self._finished.popitem(last=False)
         try:
             if state.is_finished and state.has_record:
-                await self._broker.delete_record(sid)
+                await self._broker.finish_record(sid, state.record)
             await self._broker.release_claim(sid)
         except BROKER_ERRORS as exc:
             log.warning("session.bookkeeping_failed", error=type(exc).__name__)

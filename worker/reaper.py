@@ -143,11 +143,13 @@ class Reaper:
             for name in orphan.room_names | {room_name_for(sid, self._prefix)}:
                 await self._daily.delete_room(name)
         record = await self._broker.read_record(sid)
-        if record is not None:
-            await self._events.ended(self._route(record), "worker_lost", self._age(record))
-            await self._broker.delete_record(sid)
-        else:
+        if record is None:
             log.warning("reaper.no_record", session_id=sid)
+        elif record.get("finished"):
+            log.info("reaper.late_conversation_ended", session_id=sid)  # its outcome is out
+        else:
+            await self._events.ended(self._route(record), "worker_lost", self._age(record))
+            await self._broker.finish_record(sid, record)
 
     def _route(self, record: dict[str, Any]) -> EventRoute:
         return EventRoute(

@@ -72,7 +72,9 @@ class Settings(BaseSettings):
     worker_poll_interval_s: float = Field(3.0, gt=0)
     worker_session_name_prefix: str = "aw-"
     worker_default_max_duration_s: int = Field(1800, ge=60, le=14400)
-    worker_dedupe_scan_pages: int = Field(10, ge=1)
+    # Pages of 100 *ended* Tavus conversations also searched for a session's name before starting
+    # it. 0 (default): finished sessions are recognised by their record on the broker instead.
+    worker_dedupe_scan_pages: int = Field(0, ge=0)
     worker_reaper_interval_s: float = Field(30.0, ge=0)  # 0 turns the reaper off on this worker
     worker_reaper_grace_s: float = Field(30.0, ge=0)  # unclaimed this long before it is reaped
 

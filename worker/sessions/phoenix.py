@@ -46,7 +46,7 @@ def shutdown_reason(conversation: Conversation) -> str | None:
 
 
 async def lookup_by_conversation_name(
-    client: TavusClient, name: str, *, ended_pages: int = 10
+    client: TavusClient, name: str, *, ended_pages: int = 0
 ) -> Existing | None:
     """A session's conversation (named after it), live or finished, or None if it never had one.
 
@@ -67,7 +67,7 @@ async def lookup_by_conversation_name(
 
 
 async def delete_session_conversations(
-    client: TavusClient, name: str, *, ended_pages: int = 10
+    client: TavusClient, name: str, *, ended_pages: int = 0
 ) -> list[str]:
     """End and delete every conversation a failed attempt left under the session's name, so the
     next attempt neither adopts a broken one nor takes an ended one for a finished session."""
@@ -134,7 +134,7 @@ class PhoenixRunner:
         *,
         default_replica_id: str | None,
         name_prefix: str,
-        dedupe_scan_pages: int = 10,
+        dedupe_scan_pages: int = 0,
     ) -> None:
         self._scan_pages = dedupe_scan_pages
         self._client = client

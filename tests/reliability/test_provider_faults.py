@@ -13,7 +13,7 @@ import itertools
 
 import pytest
 
-from tests.reliability.env import ReliabilityHarness
+from tests.reliability.env import ReliabilityHarness, poll_until
 from tests.worker.harness import job
 
 pytestmark = pytest.mark.broker
@@ -99,9 +99,11 @@ async def test_create_slower_than_the_provider_timeout_is_retried_and_leaks_noth
     h: ReliabilityHarness,
 ) -> None:
     """Creates that take longer than PROVIDER_TIMEOUT_S give `retrying` provider_timeout; a later
-    attempt adopts (or makes) one conversation, creates stay bounded, and once the session is
-    stopped and the late creates have landed none of its conversations is left active."""
-    await h.start_worker(provider_timeout_s=0.5, worker_reaper_interval_s=0.3)
+    attempt adopts (or makes) one conversation, creates stay bounded, and a create that lands
+    after the session was stopped is ended by the reaper (grace 0.5 s here), so none is left."""
+    await h.start_worker(
+        provider_timeout_s=0.5, worker_reaper_interval_s=0.3, worker_reaper_grace_s=0.5
+    )
     h.sim.faults.latency(CREATE, 1.0)
     body = job()
     sid = body["session_id"]
@@ -117,7 +119,10 @@ async def test_create_slower_than_the_provider_timeout_is_retried_and_leaks_noth
     await h.stop_session(sid)
     ended = await h.wait_for(sid, "ended")
     assert ended["attempt"] == ready["attempt"]
-    await asyncio.sleep(2.0)  # any create still in flight lands; the monitor/reaper act on it
+    await asyncio.sleep(1.5)  # any create still in flight lands; then the reaper ends it
+    await poll_until(
+        lambda: not set(h.created_conversations(sid)) & set(h.active_conversations()), 5
+    )
     assert [c for c in h.created_conversations(sid) if c in h.active_conversations()] == []
     assert len(h.terminal(sid)) == 1, h.statuses(sid)
 

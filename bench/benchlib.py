@@ -6,10 +6,12 @@ and per-phase broker names that are deleted afterwards.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -68,6 +70,18 @@ def children_of(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             found += [int(p) for p in (task / "children").read_text().split()]
     return found
+
+
+def broker_pid() -> int | None:
+    """The local RabbitMQ's beam.smp (None when the broker is elsewhere or not visible)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes()
+            if b"beam.smp" in cmdline and b"rabbit" in cmdline and b"boot" in cmdline:
+                return int(proc.name)
+    return None
 
 
 def machine() -> dict[str, str]:
@@ -175,6 +189,8 @@ def worker_env(topo: Topology, sim: SimProcess, worker_id: str, **settings: Any)
         AMQP_DEAD_LETTER_QUEUE=topo.dead_letter_queue,
         WORKER_ID=worker_id,
         WORKER_DRAIN_TIMEOUT_S="0",
+        WORKER_STATUS_HOST="127.0.0.1",
+        WORKER_STATUS_PORT="0",  # several workers on one machine
         LOG_FORMAT="json",
     )
     env.update({k.upper(): str(v) for k, v in settings.items()})
@@ -203,6 +219,7 @@ class WorkerProcess:
     spawned_at: float = 0.0
     consuming_at: float = 0.0
     logs: list[dict[str, Any]] = field(default_factory=list)
+    tail: collections.deque[bytes] = field(default_factory=lambda: collections.deque(maxlen=8))
     _reader: asyncio.Task[None] | None = None
     _consuming: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -232,8 +249,9 @@ class WorkerProcess:
         )
         if waiter not in done:
             waiter.cancel()
-            tail = [line.get("event") for line in self.logs[-5:]]
-            raise SystemExit(f"{self.argv[-1]} did not start consuming (last logs: {tail})")
+            tail = b" | ".join(self.tail).decode(errors="replace")
+            code = self.proc.returncode
+            raise SystemExit(f"{self.argv[-1]} did not start consuming (exit {code}): {tail}")
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -241,6 +259,7 @@ class WorkerProcess:
             if self.ready_line in line and not self._consuming.is_set():
                 self.consuming_at = time.perf_counter()
                 self._consuming.set()
+            self.tail.append(line[:300])
             with contextlib.suppress(ValueError):
                 self.logs.append(json.loads(line))
 
@@ -409,3 +428,31 @@ async def delete_topology(
             channel = await connection.channel()
     with contextlib.suppress(aio_pika.exceptions.AMQPError):
         await channel.close()
+
+
+async def sweep_leftovers(connection: aio_pika.abc.AbstractRobustConnection, prefix: str) -> int:
+    """Delete queues and exchanges named `prefix*` that a phase could not (e.g. declared by a worker after its
+    phase's clean-up). Needs a local `rabbitmqctl`; without it, nothing is swept."""
+    if shutil.which("rabbitmqctl") is None:
+        return 0
+    swept = 0
+    for kind in ("queues", "exchanges"):
+        lister = await asyncio.create_subprocess_exec(
+            "rabbitmqctl", f"list_{kind}", "-q", "--no-table-headers", "name",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(lister.communicate(), 60)
+        names = [n for n in out.decode().split() if n.startswith(prefix)]
+        channel = await connection.channel()
+        for name in names:
+            try:
+                if kind == "queues":
+                    await channel.queue_delete(name)
+                else:
+                    await channel.exchange_delete(name)
+            except aio_pika.exceptions.AMQPError:
+                channel = await connection.channel()
+        with contextlib.suppress(aio_pika.exceptions.AMQPError):
+            await channel.close()
+        swept += len(names)
+    return swept

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import collections
 import shutil
+import statistics
 import sys
 import uuid
 from pathlib import Path
@@ -21,16 +22,19 @@ from pathlib import Path
 import aio_pika
 from benchlib import (
     AMQP_URL,
+    PIPECAT_SETTINGS,
     REPO,
     Producer,
     SimProcess,
     WorkerProcess,
+    children_of,
     cpu_s,
     delete_topology,
     new_topology,
     session_ids,
     worker_env,
 )
+from phases import wait_warm
 
 # Frames worth naming in the summary: (label, substring of a collapsed frame).
 BUCKETS = (
@@ -60,12 +64,7 @@ async def profile(args: argparse.Namespace) -> Path:
     try:
         await proc.start()
         await asyncio.sleep(0.5)
-        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
-        recorder = await asyncio.create_subprocess_exec(
-            spy, "record", "-p", str(proc.pid), "-r", "250", "-f", "raw", "-o", str(out),
-            "--nonblocking", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        await asyncio.sleep(1.0)
+        recorder = await spy(proc.pid, out)
         cpu0 = cpu_s(proc.pid)
         await producer.publish_burst(sids)
         await producer.wait_all(sids, "ready", 600)
@@ -79,6 +78,70 @@ async def profile(args: argparse.Namespace) -> Path:
         await connection.close()
         await sim.aclose()
     return out
+
+
+async def profile_child(args: argparse.Namespace) -> Path:
+    """py-spy on each pipecat_daily session process from its start command to `ready`."""
+    sim = SimProcess()
+    await sim.start()
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    topo = new_topology(uuid.uuid4().hex[:6], "profile")
+    producer = Producer(connection, topo)
+    await producer.start()
+    settings = {**PIPECAT_SETTINGS, "worker_warm_processes": 1}
+    worker = WorkerProcess.worker(worker_env(topo, sim, "profile-w", **settings))
+    sids = session_ids("y", args.n)
+    out = Path(args.out)
+    parts: list[Path] = []
+    child_cpu_ms, ready_ms = [], []
+    try:
+        await worker.start()
+        for sid in sids:
+            await wait_warm(worker, 1)
+            [child] = [p for p in children_of(worker.pid) if p not in used]
+            used.add(child)
+            part = out.with_suffix(f".{sid}")
+            recorder = await spy(child, part)
+            cpu0 = cpu_s(child)
+            await producer.publish(sid)
+            await producer.wait_all([sid], "ready", 60)
+            child_cpu_ms.append((cpu_s(child) - cpu0) * 1000)
+            timing = producer.timings[sid]
+            ready_ms.append((timing.seen["ready"] - timing.published_at) * 1000)
+            recorder.send_signal(2)
+            await recorder.wait()
+            parts.append(part)
+            await producer.stop_session(sid)
+            await producer.wait_all([sid], "ended", 60)
+        print(
+            f"{args.n} sessions: published → ready p50 {statistics.median(ready_ms):.0f} ms; "
+            f"session process CPU in that time p50 {statistics.median(child_cpu_ms):.0f} ms"
+        )
+    finally:
+        await worker.stop(graceful_s=10)
+        await producer.aclose()
+        await delete_topology(connection, topo, sids)
+        await connection.close()
+        await sim.aclose()
+    merge(parts, out)
+    return out
+
+
+def merge(parts: list[Path], out: Path) -> None:
+    out.write_text("".join(p.read_text() for p in parts if p.exists()))
+
+
+used: set[int] = set()
+
+
+async def spy(pid: int, out: Path) -> asyncio.subprocess.Process:
+    binary = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    recorder = await asyncio.create_subprocess_exec(
+        binary, "record", "-p", str(pid), "-r", "250", "-f", "raw", "-o", str(out),
+        "--nonblocking", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await asyncio.sleep(1.0)  # py-spy attaches
+    return recorder
 
 
 def summarise(path: Path, top: int) -> None:
@@ -114,10 +177,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--history", type=int, default=0, help="ended conversations to seed")
     parser.add_argument("--baseline", action="store_true")
+    parser.add_argument("--pipecat", action="store_true", help="the session processes instead")
     parser.add_argument("--out", default="/tmp/bench-profile.txt")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
-    summarise(asyncio.run(profile(args)), args.top)
+    summarise(asyncio.run(profile_child(args) if args.pipecat else profile(args)), args.top)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,11 @@ import platform
 import signal
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import aio_pika
-from benchlib import AMQP_URL, REPO, SimProcess, machine, ms, pct
+from benchlib import AMQP_URL, REPO, SimProcess, machine, ms, pct, sweep_leftovers
 from load import follow_many, footprint, intake_throughput, scale_out
 from phases import (
     FULL,
@@ -61,35 +61,19 @@ async def run(args: argparse.Namespace) -> tuple[Bench, str, float]:
     only = set(args.only or SECTIONS)
     started = time.perf_counter()
     try:
-        if "overhead" in only:
-            print("1. start overhead", flush=True)
-            rtt = await broker_round_trip(b)
-            b.add(
-                "1. start overhead",
-                "physical limit: one broker round trip (p50/p95/p99)",
-                f"{ms(pct(rtt, 50))} / {ms(pct(rtt, 95))} / {ms(pct(rtt, 99))} ms",
-                f"persistent publish + confirm + consumer receipt, {len(rtt)} sequential",
-            )
-            await start_overhead_phoenix(b)
-            await start_overhead_phoenix(b, history=1000)
-        if "pipecat" in only:
-            print("1/3/4/6. pipecat_daily", flush=True)
-            await pipecat_phases(b)
-        if "cold" in only:
-            print("4. warm vs cold", flush=True)
-            await warm_vs_cold(b)
-        if "throughput" in only:
-            print("2. intake throughput", flush=True)
-            await intake_throughput(b)
-        if "follow" in only:
-            print("5. following live sessions", flush=True)
-            await follow_many(b)
-        if "scale" in only:
-            print("7. scale-out", flush=True)
-            await scale_out(b)
+        for section, title, phase in PLAN:
+            if section in only:
+                print(title, flush=True)
+                try:
+                    await phase(b)
+                except SystemExit as exc:  # one broken phase must not lose the others' figures
+                    b.add(title, "FAILED", "-", str(exc)[:300])
         if b.startup_s and b.idle_rss_mb:
             footprint(b)
     finally:
+        swept = await sweep_leftovers(connection, f"bench{b.run_id}.")
+        if swept:
+            print(f"swept {swept} leftover queues", flush=True)
         await connection.close()
         await sim.aclose()
     return b, server, time.perf_counter() - started
@@ -100,6 +84,28 @@ async def cancellable(coro: Coroutine[Any, Any, T]) -> T:
     task = asyncio.ensure_future(coro)
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     return await task
+
+
+async def overhead(b: Bench) -> None:
+    rtt = await broker_round_trip(b)
+    b.add(
+        "1. start overhead",
+        "physical limit: one broker round trip (p50/p95/p99)",
+        f"{ms(pct(rtt, 50))} / {ms(pct(rtt, 95))} / {ms(pct(rtt, 99))} ms",
+        f"persistent publish + confirm + consumer receipt, {len(rtt)} sequential",
+    )
+    await start_overhead_phoenix(b)
+    await start_overhead_phoenix(b, history=1000)
+
+
+PLAN: tuple[tuple[str, str, Callable[[Bench], Awaitable[None]]], ...] = (
+    ("overhead", "1. start overhead", overhead),
+    ("pipecat", "1/3/4/6. pipecat_daily", pipecat_phases),
+    ("cold", "4. warm vs cold", warm_vs_cold),
+    ("throughput", "2. intake throughput", intake_throughput),
+    ("follow", "5. following live sessions", follow_many),
+    ("scale", "7. scale-out", scale_out),
+)
 
 
 def table(b: Bench) -> str:

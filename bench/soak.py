@@ -255,11 +255,11 @@ def overlapping(run: Run, name: str, conversations: list[Any]) -> int:
     return peak
 
 
-def recovery_times_s(run: Run) -> list[float]:
-    """Per kill: how long until every session the killed worker owned got its terminal event."""
-    times = []
+def recovery(run: Run) -> tuple[float, int]:
+    """Over all kills: the longest time until a session the killed worker owned (started, not
+    finished) got its terminal event, and how many such sessions never got one."""
+    worst, never = 0.0, 0
     for killed_at, worker_id in run.kills:
-        worst = 0.0
         for history in run.events.values():
             before = [(t, e) for t, e in history if t <= killed_at]
             if not before or before[-1][1]["worker_id"] != worker_id:
@@ -267,9 +267,11 @@ def recovery_times_s(run: Run) -> list[float]:
             if before[-1][1]["status"] in (*TERMINAL, "retrying"):
                 continue
             after = [t for t, e in history if t > killed_at and e["status"] in TERMINAL]
-            worst = max(worst, (after[0] - killed_at) if after else float("inf"))
-        times.append(worst)
-    return times
+            if after:
+                worst = max(worst, after[0] - killed_at)
+            else:
+                never += 1
+    return worst, never
 
 
 async def wait_for_outcomes(run: Run, ids: list[str], deadline_s: float) -> None:
@@ -307,8 +309,12 @@ def report(run: Run, ids: list[str], wall_s: float) -> dict[str, Any]:
     for c in run.sim.conversations.values():
         by_name[str(c.request.get("conversation_name", ""))].append(c)
     duplicates = [n for n, cs in by_name.items() if overlapping(run, n, cs) > 1]
+    started_twice = [sid for sid in ids if run.statuses(sid).count("ready") > 1]
+    last_outcome_s = max(
+        (t for sid in ids for t, e in run.events[sid] if e["status"] in TERMINAL), default=0.0
+    )
     leaked = [c.conversation_id for c in run.sim.conversations.values() if c.status == "active"]
-    recovery = recovery_times_s(run)
+    worst_recovery_s, never_recovered = recovery(run)
     tracebacks = sum(
         w.read_text(errors="replace").count("Traceback") for w in run.log_dir.glob("*.log")
     )
@@ -320,11 +326,14 @@ def report(run: Run, ids: list[str], wall_s: float) -> dict[str, Any]:
         "terminal outcomes": dict(sorted(kinds.items())),
         "jobs without exactly one terminal outcome": len(wrong),
         "sessions with two live conversations at once": len(duplicates),
+        "sessions with more than one `ready`": len(started_twice),
         "conversations created": len(run.sim.conversations),
         "leaked conversations at the end": len(leaked),
         "leaked rooms at the end": len(run.sim.rooms),
-        "max time to recover after a kill (s)": round(max(recovery, default=0.0), 2),
+        "max time to recover after a kill (s)": round(worst_recovery_s, 2),
+        "sessions of killed workers never finished": never_recovered,
         "Traceback blocks in worker logs": tracebacks,
+        "time to the last terminal outcome (s)": round(last_outcome_s, 1),
         "total wall time (s)": round(wall_s, 1),
     }
     print("\n== soak figures ==")

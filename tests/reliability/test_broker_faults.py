@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 
 import pytest
@@ -275,6 +276,31 @@ async def test_outage_while_a_burst_of_jobs_is_being_taken_fails_none_of_them(
     wrong = {sid: h.statuses(sid) for sid in sids if len(h.terminal(sid)) != 1}
     assert wrong == {}, wrong
     assert h.active_conversations() == []
+
+
+@pytest.mark.slow
+async def test_reaper_still_sweeps_after_its_worker_had_an_outage(h: ReliabilityHarness) -> None:
+    """A worker whose broker link was down for 2 s (mid-sweep) keeps reaping afterwards: a session
+    orphaned later by a SIGKILLed worker process still ends as worker_lost."""
+    victim = await h.spawn_worker_process()
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    ready = await h.wait_for(sid, "ready")
+    proxy = await h.proxy()
+    app = await h.start_proxied_worker(
+        proxy, worker_reaper_interval_s=0.2, worker_reaper_grace_s=0.5
+    )
+    for _ in range(3):  # several cuts, to land in the middle of a sweep
+        proxy.cut(down_s=2.0)
+        await asyncio.sleep(2.0)
+        await reconnected(app)
+    await asyncio.sleep(0.5)
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+    ended = await h.wait_terminal(sid, timeout_s=15)
+    assert ended["status"] == "ended" and ended["reason"] == "worker_lost", h.statuses(sid)
+    assert h.sim.conversations[ready["conversation_id"]].status == "ended"
 
 
 async def test_consumer_cancelled_by_the_server_is_restored(h: ReliabilityHarness) -> None:

@@ -75,8 +75,6 @@ async def test_killing_workers_mid_provisioning_and_mid_session_loses_no_outcome
     h.sim.faults.latency("POST /v2/conversations", 0.8)
     bodies = [job() for _ in range(24)]
     sids = [b["session_id"] for b in bodies]
-    done = asyncio.Event()
-    stopper = asyncio.create_task(stop_every_ready_session(h, sids[:0], done))
     for body in bodies[:12]:
         await h.publish(body)
 
@@ -107,7 +105,7 @@ async def test_killing_workers_mid_provisioning_and_mid_session_loses_no_outcome
     h.sim.faults.latency("POST /v2/conversations", 0)
 
     # 3. stop every session once it is ready; the reapers finish the dead workers' sessions
-    stopper.cancel()
+    done = asyncio.Event()
     stopper = asyncio.create_task(stop_every_ready_session(h, sids, done))
     try:
         await wait_until(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -79,7 +80,35 @@ async def main() -> None:
     await measure("record: confirmed persistent publish", n, publish_record, pid)
     await measure("record: delete queue", n, delete_record, pid)
     await measure("claim: delete queue", n, unclaim, pid)
+    if shutil.which("rabbitmqctl"):
+        await retained_records(confirmed, run, n, body)
     await connection.close()
+
+
+async def retained_records(
+    channel: aio_pika.abc.AbstractChannel, run: str, n: int, body: bytes
+) -> None:
+    """Broker memory held by finished sessions' records (a durable queue with one message each),
+    from `rabbitmqctl list_queues name memory` (the queues' own processes)."""
+    for i in range(n):
+        name = f"bops{run}.kept.{i}"
+        await channel.declare_queue(name, durable=True, arguments={"x-expires": 5_400_000})
+        message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        await channel.default_exchange.publish(message, routing_key=name)
+    lister = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name", "memory",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(lister.communicate(), 60)
+    sizes = [int(line.split()[1]) for line in out.decode().splitlines()
+             if line.startswith(f"bops{run}.kept.")]  # fmt: skip
+    if sizes:
+        print(
+            f"  retained record queue (1 message), queue process memory: "
+            f"{sum(sizes) / len(sizes) / 1024:.0f} KB each ({len(sizes)} queues)"
+        )
+    for i in range(n):
+        await channel.queue_delete(f"bops{run}.kept.{i}")
 
 
 if __name__ == "__main__":

@@ -36,15 +36,19 @@ from benchlib import (
 )
 from phases import wait_warm
 
-# Frames worth naming in the summary: (label, substring of a collapsed frame).
+# Where a sample's time goes, by the package of its frames: (label, frame path prefixes).
 BUCKETS = (
-    ("logging (structlog + redaction + JSON)", "structlog"),
-    ("pydantic validation / serialisation", "pydantic"),
-    ("httpx / httpcore (HTTP client)", "httpcore"),
-    ("aio-pika / aiormq / pamqp (AMQP)", "aiormq"),
-    ("json", "json/"),
-    ("asyncio event loop itself", "base_events.py"),
+    (
+        "logging (structlog, stdlib logging, redaction)",
+        ("(structlog/", "(logging/", "(worker/logs"),
+    ),
+    ("pydantic", ("(pydantic",)),
+    ("httpx / httpcore", ("(httpx/", "(httpcore/")),
+    ("aio-pika / aiormq / pamqp", ("(aio_pika/", "(aiormq/", "(pamqp/")),
+    ("prometheus_client", ("(prometheus_client/",)),
+    ("json", ("(json/",)),
 )
+OURS = ("(worker/", "(tavus/", "(pipelines/", "(bench/")
 
 
 async def profile(args: argparse.Namespace) -> Path:
@@ -145,27 +149,30 @@ async def spy(pid: int, out: Path) -> asyncio.subprocess.Process:
 
 
 def summarise(path: Path, top: int) -> None:
-    inclusive: collections.Counter[str] = collections.Counter()
-    own: collections.Counter[str] = collections.Counter()
+    """Shares of samples: by package bucket, by our innermost function, and by own frame."""
     buckets: collections.Counter[str] = collections.Counter()
+    ours: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         count = int(count_text)
         frames = stack.split(";")
         total += count
-        for name in set(frames):
-            inclusive[name] += count
         own[frames[-1]] += count
-        for label, needle in BUCKETS:
-            if any(needle in f for f in frames):
+        for label, prefixes in BUCKETS:
+            if any(p in f for f in frames for p in prefixes):
                 buckets[label] += count
-    print(f"\n{total} samples; share of samples whose stack contains:")
+        mine = [f for f in frames if any(p in f for p in OURS)]
+        ours[mine[-1] if mine else "(no frame of ours: event loop, library callbacks)"] += count
+    if not total:
+        print("no samples (is py-spy installed in the venv?)")
+        return
+    print(f"\n{total} samples; share whose stack contains:")
     for label, _ in BUCKETS:
         print(f"  {buckets[label] / total:6.1%}  {label}")
-    ours = [(n, c) for n, c in inclusive.most_common() if "/main/" in n and ".venv" not in n]
-    print("\nour functions, inclusive:")
-    for name, count in ours[:top]:
+    print("\nby our innermost function on the stack:")
+    for name, count in ours.most_common(top):
         print(f"  {count / total:6.1%}  {name}")
     print("\ntop frames by own time:")
     for name, count in own.most_common(top):

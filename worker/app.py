@@ -156,6 +156,7 @@ class WorkerApp:
                 # for pipecat_daily, the pipeline's setup); a redelivered job waits that out.
                 in_flight_window_s=s.provider_timeout_s * s.provider_retry_attempts
                 + (s.pipeline_setup_timeout_s if unavailable is None else 0.0),
+                lease_s=s.worker_session_lease_s,
             )
             self.broker.on_claim_lost = self.sessions.abandon
             self.intake = Intake(
@@ -180,7 +181,9 @@ class WorkerApp:
                     interval_s=s.worker_reaper_interval_s,
                     is_live_here=self.sessions.is_live,
                     grace_s=s.worker_reaper_grace_s,
+                    lease_s=s.worker_session_lease_s,
                 )
+                await self.reaper.watch_leases()
                 reaper_task = asyncio.create_task(self.reaper.run(), name="reaper")
                 stack.callback(reaper_task.cancel)
             log.info(

@@ -91,6 +91,11 @@ class Topology:
     def record_queue(self, session_id: str) -> str:
         return f"{self.jobs_queue}.record.{session_id}"
 
+    @property
+    def lost_queue(self) -> str:
+        """Where a session record lands when its lease runs out (the reapers consume it)."""
+        return f"{self.jobs_queue}.lost"
+
 
 JOB_QUEUE_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum", "x-delivery-limit": 20}
 
@@ -101,6 +106,7 @@ async def declare_job_topology(channel: AbstractChannel, topo: Topology) -> Abst
         topo.jobs_exchange, aio_pika.ExchangeType.DIRECT, durable=True
     )
     await channel.declare_queue(topo.dead_letter_queue, durable=True)
+    await channel.declare_queue(topo.lost_queue, durable=True)
     queue = await channel.declare_queue(
         topo.jobs_queue,
         durable=True,
@@ -288,32 +294,52 @@ class Broker:
             if not channel.is_closed:
                 await channel.close()
 
-    async def write_record(self, session_id: str, record: dict[str, Any], ttl_s: float) -> None:
+    async def write_record(
+        self, session_id: str, record: dict[str, Any], *, ttl_s: float, lease_s: float
+    ) -> None:
         """Leave a durable note of a session (its event route) that outlives this worker.
 
-        The queue expires by itself `ttl_s` after its last use, so a note is never left forever.
+        The note is a dead man's switch: it carries a lease (a message TTL) after which it is
+        dead-lettered to the `lost` queue, where a reaper checks that the session's claim is still
+        held (and re-arms the lease) or finishes the session from the note. The queue itself
+        expires `ttl_s` after its last use, so a note is never left forever.
         """
         channel = self.publish_channel
         name = self.topo.record_queue(session_id)
         queue = await channel.declare_queue(
-            name, durable=True, arguments={"x-expires": int(ttl_s * 1000)}, robust=False
+            name,
+            durable=True,
+            arguments={
+                "x-expires": int(ttl_s * 1000),
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": self.topo.lost_queue,
+            },
+            robust=False,
         )
         await queue.purge()
-        await self.publish(json_message(record), routing_key=name)
+        await self.rearm_record(session_id, record, lease_s=lease_s)
+
+    async def rearm_record(
+        self, session_id: str, record: dict[str, Any], *, lease_s: float
+    ) -> None:
+        """Put a fresh lease on the session's note (its previous one has run out)."""
+        message = json_message(record)
+        message.expiration = lease_s
+        await self.publish(message, routing_key=self.topo.record_queue(session_id))
 
     async def read_record(self, session_id: str) -> dict[str, Any] | None:
-        """The session's note, or None when there is none (it ended, or never got that far)."""
+        """The session's note, or None when there is none (it never got that far, or expired)."""
         assert self.connection is not None
         channel = await self.connection.channel()
         try:
             queue = await channel.declare_queue(
                 self.topo.record_queue(session_id), passive=True, robust=False
             )
-            message = await queue.get(no_ack=True, fail=False)
+            message = await queue.get(no_ack=False, fail=False)
             if message is None:
                 return None
             record: dict[str, Any] = json.loads(message.body)
-            await self.publish(json_message(record), routing_key=queue.name)  # put it back
+            await message.nack(requeue=True)  # back in place, its lease untouched
             return record
         except aiormq.exceptions.ChannelNotFoundEntity:
             return None
@@ -322,8 +348,8 @@ class Broker:
                 await channel.close()
 
     async def finish_record(self, session_id: str, record: dict[str, Any]) -> None:
-        """Mark the session's note finished (it expires by itself later): a copy of the job that
-        arrives meanwhile, on any worker, is then known for a duplicate of a finished session."""
+        """Mark the session's note finished, with no lease (the queue expires by itself later): a
+        copy of the job that arrives meanwhile, on any worker, is known for a duplicate."""
         channel = self.publish_channel
         name = self.topo.record_queue(session_id)
         queue = await channel.declare_queue(name, passive=True, robust=False)
@@ -365,6 +391,10 @@ class Broker:
                     self._claim_channel = None
                     del self._claims[session_id]
                     lost.append(session_id)
+        for session_id in list(self._claims):
+            record = await self.read_record(session_id)
+            if record is not None and record.get("finished"):
+                lost.append(session_id)  # a reaper finished it while we were away
         log.info("broker.claims_retaken", kept=len(self._claims), lost=len(lost))
         for session_id in lost:
             self.on_claim_lost(session_id)

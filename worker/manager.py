@@ -90,7 +90,9 @@ class SessionManager:
         on_capacity_change: Callable[[], None] = lambda: None,
         metrics: Metrics | None = None,
         in_flight_window_s: float = 30.0,
+        lease_s: float = 60.0,
     ) -> None:
+        self._lease_s = lease_s
         self._metrics = metrics
         self._in_flight_window_s = in_flight_window_s
         self._broker = broker
@@ -448,7 +450,10 @@ class SessionManager:
             "started_at": time.time() - self._age(state),
         }
         await self._broker.write_record(
-            route.session_id, state.record, ttl_s=state.job.max_duration_s + RECORD_TTL_MARGIN_S
+            route.session_id,
+            state.record,
+            ttl_s=state.job.max_duration_s + RECORD_TTL_MARGIN_S,
+            lease_s=self._lease_s,
         )
         state.has_record = True
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import re
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from aio_pika.abc import AbstractIncomingMessage
 
 from tavus.client import TavusClient
 from tavus.daily import DailyClient, room_name_for
@@ -58,8 +60,10 @@ class Reaper:
         interval_s: float,
         is_live_here: Any,
         grace_s: float = 30.0,
+        lease_s: float = 60.0,
         clock: Any = time.monotonic,
     ) -> None:
+        self._lease_s = lease_s
         self._grace_s = grace_s
         self._clock = clock
         self._suspects: dict[str, float] = {}  # session id -> when first seen unclaimed
@@ -72,6 +76,55 @@ class Reaper:
         self._interval_s = interval_s
         self._is_live_here = is_live_here
         self.reaped_total = 0
+
+    async def watch_leases(self) -> None:
+        """Consume the records whose lease ran out (one reaper gets each): re-arm the ones whose
+        session is still claimed, finish the others. This also finds sessions that left nothing
+        at the providers (a worker killed between releasing them and publishing `ended`)."""
+        channel = await self._broker.channel(prefetch=10)
+        queue = await channel.declare_queue(self._broker.topo.lost_queue, durable=True)
+        await queue.consume(self._on_lapsed)
+
+    async def _on_lapsed(self, message: AbstractIncomingMessage) -> None:
+        try:
+            record = json.loads(message.body)
+            await self.lease_lapsed(record)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("reaper.bad_record", error=type(exc).__name__)
+        except SWEEP_ERRORS as exc:
+            log.warning("reaper.lease_check_failed", error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(min(self._lease_s, 5.0))
+            with contextlib.suppress(*BROKER_ERRORS):
+                await message.nack(requeue=True)
+            return
+        with contextlib.suppress(*BROKER_ERRORS):
+            await message.ack()
+
+    async def lease_lapsed(self, record: dict[str, Any]) -> bool:
+        """Handle one lapsed record; True when it finished the session (worker_lost)."""
+        sid = str(record["session_id"])
+        if self._is_live_here(sid) or await self._broker.is_claimed_elsewhere(sid):
+            await self._broker.rearm_record(sid, record, lease_s=self._lease_s)
+            return False
+        if not await self._broker.claim(sid):
+            await self._broker.rearm_record(sid, record, lease_s=self._lease_s)
+            return False
+        try:
+            current = await self._broker.read_record(sid)
+            if current is not None and current.get("finished"):
+                return False  # it finished meanwhile (an empty queue: the lapsed note is all)
+            orphan = Orphan(sid)
+            orphan.conversation_ids = [
+                c.conversation_id
+                for c in await self._tavus.find_conversations_by_name(
+                    f"{self._prefix}{sid}", status="active"
+                )
+            ]
+            await self._finish(orphan, lapsed=current or record)
+            self.reaped_total += 1
+            return True
+        finally:
+            await self._broker.release_claim(sid)
 
     async def run(self) -> None:
         """Sweep forever at a jittered interval (so workers do not sweep in lockstep)."""
@@ -128,7 +181,7 @@ class Reaper:
         sid = name[len(self._prefix) :]
         return sid if _SESSION_ID.match(sid) else None
 
-    async def _finish(self, orphan: Orphan) -> None:
+    async def _finish(self, orphan: Orphan, lapsed: dict[str, Any] | None = None) -> None:
         sid = orphan.session_id
         log.warning(
             "reaper.orphan",
@@ -142,7 +195,7 @@ class Reaper:
         if self._daily is not None:
             for name in orphan.room_names | {room_name_for(sid, self._prefix)}:
                 await self._daily.delete_room(name)
-        record = await self._broker.read_record(sid)
+        record = await self._broker.read_record(sid) or lapsed
         if record is None:
             log.warning("reaper.no_record", session_id=sid)
         elif record.get("finished"):

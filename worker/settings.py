@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     worker_dedupe_scan_pages: int = Field(0, ge=0)
     worker_reaper_interval_s: float = Field(30.0, ge=0)  # 0 turns the reaper off on this worker
     worker_reaper_grace_s: float = Field(30.0, ge=0)  # unclaimed this long before it is reaped
+    # A session's record is re-checked by a reaper this often; a dead worker's session gets its
+    # outcome within about this long even when nothing of it is left at the providers.
+    worker_session_lease_s: float = Field(60.0, gt=0)
 
     # --- operating it -------------------------------------------------------------------------
     worker_status_enabled: bool = True

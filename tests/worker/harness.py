@@ -82,6 +82,7 @@ class Harness:
             "provider_retry_attempts": 2,
             "provider_timeout_s": 5.0,
             "worker_reaper_interval_s": 0,
+            "worker_session_lease_s": 2.0,
             "worker_status_port": 0,
             "worker_status_host": "127.0.0.1",
         }
@@ -286,6 +287,7 @@ class Harness:
             for queue in (
                 topo.jobs_queue,
                 topo.dead_letter_queue,
+                topo.lost_queue,
                 *(topo.retry_queue(d) for d in (0.2, 0.4)),
             ):
                 with contextlib.suppress(Exception):

@@ -72,3 +72,34 @@ async def test_worker_killed_while_provisioning_is_resumed_by_another_worker(h: 
     active = [c for c in h.created_conversations(sid) if h.sim.conversations[c].status == "active"]
     assert active == [ready["conversation_id"]]
     assert h.statuses(sid) == ["accepted", "accepted", "ready"]
+
+
+async def test_session_of_a_worker_killed_after_releasing_gets_its_outcome(h: Harness) -> None:
+    """A worker killed after its conversation ended but before `ended` went out: the session's
+    lease lapses and a reaper publishes ended(worker_lost) from its record, once."""
+    victim = await h.spawn_worker_process(worker_session_lease_s=1.0)
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    ready = await h.wait_for(sid, "ready")
+    await asyncio.sleep(0.5)  # the job's ack lands
+    victim.send_signal(signal.SIGSTOP)  # frozen: it can neither see the end nor publish
+    h.sim.join(ready["conversation_id"])
+    h.sim.leave(ready["conversation_id"])  # Tavus ends the call; nothing is left to find
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+    await h.start_worker(worker_reaper_interval_s=3600, worker_session_lease_s=1.0)
+    ended = await h.wait_for(sid, "ended", timeout_s=20)
+    assert ended["reason"] == "worker_lost"
+    await asyncio.sleep(2.5)  # later lease checks find the record finished
+    assert h.statuses(sid) == ["accepted", "ready", "ended"]
+
+
+async def test_lease_of_a_live_session_is_renewed_not_reaped(h: Harness) -> None:
+    """A live session's lapsing lease is re-armed by the reapers; the session is never ended."""
+    await h.start_worker(worker_reaper_interval_s=3600, worker_session_lease_s=0.5)
+    body = job()
+    await h.publish(body)
+    await h.wait_for(body["session_id"], "ready")
+    await asyncio.sleep(2.5)  # several lease cycles
+    assert h.statuses(body["session_id"]) == ["accepted", "ready"]

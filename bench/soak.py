@@ -114,6 +114,7 @@ def worker_env(run: Run, worker_id: str) -> dict[str, str]:
         WORKER_POLL_INTERVAL_S="0.5",
         WORKER_REAPER_INTERVAL_S=str(args.reaper_interval_s),
         WORKER_REAPER_GRACE_S=str(args.reaper_grace_s),
+        WORKER_SESSION_LEASE_S=str(args.reaper_grace_s),
         WORKER_STATUS_HOST="127.0.0.1",
         WORKER_STATUS_PORT="0",
         PROVIDER_TIMEOUT_S="2",

@@ -289,7 +289,7 @@ async def test_reaper_still_sweeps_after_its_worker_had_an_outage(h: Reliability
     ready = await h.wait_for(sid, "ready")
     proxy = await h.proxy()
     app = await h.start_proxied_worker(
-        proxy, worker_reaper_interval_s=0.2, worker_reaper_grace_s=0.5
+        proxy, worker_reaper_interval_s=0.2, worker_reaper_grace_s=0.5, worker_session_lease_s=2.0
     )
     for _ in range(3):  # several cuts, to land in the middle of a sweep
         proxy.cut(down_s=2.0)

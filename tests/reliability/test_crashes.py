@@ -22,6 +22,7 @@ WORKER = {
     "worker_max_sessions": 10,
     "worker_reaper_interval_s": 0.3,
     "worker_reaper_grace_s": 1.0,
+    "worker_session_lease_s": 2.0,  # a dead worker's session record lapses after this
     "worker_poll_interval_s": 0.2,
 }
 

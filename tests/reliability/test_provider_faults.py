@@ -102,7 +102,10 @@ async def test_create_slower_than_the_provider_timeout_is_retried_and_leaks_noth
     attempt adopts (or makes) one conversation, creates stay bounded, and a create that lands
     after the session was stopped is ended by the reaper (grace 0.5 s here), so none is left."""
     await h.start_worker(
-        provider_timeout_s=0.5, worker_reaper_interval_s=0.3, worker_reaper_grace_s=0.5
+        provider_timeout_s=0.5,
+        worker_reaper_interval_s=0.3,
+        worker_reaper_grace_s=0.5,
+        worker_session_lease_s=2.0,
     )
     h.sim.faults.latency(CREATE, 1.0)
     body = job()

@@ -140,7 +140,9 @@ async def test_no_secret_in_logs_events_dead_letters_or_pages_of_an_in_process_w
     """In-process workers with fake keys and a broker password: success, retries, dead letters,
     a rejected (wrong) key and a reaped session leave no key anywhere a person could read."""
     app = await hs.start_worker(
-        **secret_settings(hs, worker_reaper_interval_s=0.3, worker_reaper_grace_s=0.5)
+        **secret_settings(
+            hs, worker_reaper_interval_s=0.3, worker_reaper_grace_s=0.5, worker_session_lease_s=2.0
+        )
     )
     texts = await run_scenarios(hs)
     if app.status is not None:
@@ -168,7 +170,9 @@ async def test_no_secret_in_logs_events_dead_letters_or_pages_of_an_in_process_w
     victim.send_signal(signal.SIGKILL)
     await victim.wait()
     await hs.start_worker(
-        **secret_settings(hs, worker_reaper_interval_s=0.3, worker_reaper_grace_s=0.5)
+        **secret_settings(
+            hs, worker_reaper_interval_s=0.3, worker_reaper_grace_s=0.5, worker_session_lease_s=2.0
+        )
     )
     ended = await hs.wait_for(lost["session_id"], "ended", timeout_s=20)
     assert ended["reason"] == "worker_lost"

@@ -412,6 +412,7 @@ async def delete_topology(
     queues = [
         topo.jobs_queue,
         topo.dead_letter_queue,
+        f"{topo.jobs_queue}.lost",  # the reaper's queue of run-out session leases
         *(topo.retry_queue(d) for d in DEFAULT_RETRY_DELAYS_S),
         *(topo.record_queue(s) for s in sids),
     ]

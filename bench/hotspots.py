@@ -2,7 +2,7 @@
 py-spy, and print where its time goes (inclusive share per function, top frames by own time).
 
     .venv/bin/pip install py-spy   # into the venv only; not a project dependency
-    .venv/bin/python bench/profile.py [--n 300] [--history 0] [--baseline] [--out /tmp/x.txt]
+    .venv/bin/python bench/hotspots.py [--n 300] [--history 0] [--baseline] [--out /tmp/x.txt]
 
 py-spy samples the process from outside (--idle off: CPU time, not waiting), so the figures are
 shares of the process's CPU. Collapsed stacks are written to --out for a flame graph.

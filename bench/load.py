@@ -132,7 +132,8 @@ async def follow_many(b: Bench) -> None:
     worker = await b.worker(topo, f"{topo.jobs_queue}-w", worker_max_sessions=n)
     sids = session_ids("f", n)
     try:
-        await asyncio.sleep(2)
+        pause_s = 1 if b.cfg.is_quick else 3
+        await asyncio.sleep(pause_s)
         idle_rss = rss_mb(worker.pid)
         b.idle_rss_mb.append(idle_rss)
         # At a steady rate: a burst of 1,000 measures the start-up cliff (see the analysis), not
@@ -141,7 +142,7 @@ async def follow_many(b: Bench) -> None:
         await producer.publish_at_rate(sids, FOLLOW_RATE_PER_S)
         await producer.wait_all(sids, "ready", 120 + n / 10)
         fill_s = time.perf_counter() - t0
-        await asyncio.sleep(3)
+        await asyncio.sleep(pause_s)
         await b.sim.calls()  # clears the record
         cpu0, w0 = cpu_s(worker.pid), time.perf_counter()
         samples = []

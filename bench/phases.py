@@ -45,9 +45,10 @@ class Config:
     follow_n: int
     follow_window_s: float
     scale_n: int
+    is_quick: bool = False  # skips bench/pool_start.py; starts sessions on any warm process
 
 
-QUICK = Config(40, 20, 20, 3, 50, 60, 1, 2, 2, 1, 100, 9, 60)
+QUICK = Config(40, 20, 20, 2, 50, 60, 1, 2, 1, 1, 100, 6, 40, is_quick=True)
 FULL = Config(200, 20, 60, 12, 300, 300, 2, 8, 5, 3, 1000, 30, 300)
 
 
@@ -201,8 +202,9 @@ async def pipecat_phases(b: Bench) -> None:
         sids = session_ids("p", cfg.pipecat_n)
         all_sids += sids
         child_rss: list[float] = []
+        settled = 1 if cfg.is_quick else warm  # full: no refill spawning during a measurement
         for sid in sids:
-            await wait_warm(worker, warm)
+            await wait_warm(worker, settled)
             await one_pipecat_session(producer, worker, sid, child_rss)
         ready = [s - 0.05 for s in latencies(producer, sids)]
         b.add(
@@ -219,7 +221,7 @@ async def pipecat_phases(b: Bench) -> None:
         sids = session_ids("q", cfg.parallel_n)
         all_sids += sids
         for sid in sids:
-            await wait_warm(worker, warm)
+            await wait_warm(worker, settled)
             await one_pipecat_session(producer, worker, sid)
         ready_s = latencies(producer, sids)
         serial = room_s + 2 * token_s + conv_s
@@ -294,6 +296,8 @@ async def warm_vs_cold(b: Bench) -> None:
         f"{ms(pct(warm, 50))} / {ms(pct(cold, 50))} ms",
         f"worker end to end, {len(warm)} warm / {len(cold)} cold, 50 ms on the create",
     )
+    if cfg.is_quick:
+        return
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(REPO / "bench" / "pool_start.py"),

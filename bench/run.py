@@ -64,10 +64,12 @@ async def run(args: argparse.Namespace) -> tuple[Bench, str, float]:
         for section, title, phase in PLAN:
             if section in only:
                 print(title, flush=True)
+                phase_started = time.perf_counter()
                 try:
                     await phase(b)
                 except SystemExit as exc:  # one broken phase must not lose the others' figures
                     b.add(title, "FAILED", "-", str(exc)[:300])
+                print(f"  ({time.perf_counter() - phase_started:.0f} s)", flush=True)
         if b.startup_s and b.idle_rss_mb:
             footprint(b)
     finally:

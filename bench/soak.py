@@ -310,7 +310,12 @@ def report(run: Run, ids: list[str], wall_s: float) -> dict[str, Any]:
     for c in run.sim.conversations.values():
         by_name[str(c.request.get("conversation_name", ""))].append(c)
     duplicates = [n for n, cs in by_name.items() if overlapping(run, n, cs) > 1]
-    started_twice = [sid for sid in ids if run.statuses(sid).count("ready") > 1]
+    started_twice = [  # two `ready` naming different conversations (an adopted one is the same)
+        sid
+        for sid in ids
+        if len({e.get("conversation_id") for _, e in run.events[sid] if e["status"] == "ready"}) > 1
+    ]
+    readies_repeated = [sid for sid in ids if run.statuses(sid).count("ready") > 1]
     last_outcome_s = max(
         (t for sid in ids for t, e in run.events[sid] if e["status"] in TERMINAL), default=0.0
     )
@@ -327,7 +332,9 @@ def report(run: Run, ids: list[str], wall_s: float) -> dict[str, Any]:
         "terminal outcomes": dict(sorted(kinds.items())),
         "jobs without exactly one terminal outcome": len(wrong),
         "sessions with two live conversations at once": len(duplicates),
-        "sessions with more than one `ready`": len(started_twice),
+        "sessions `ready` twice with different conversations": len(started_twice),
+        "sessions `ready` twice with the same (adopted) conversation": len(readies_repeated)
+        - len(started_twice),
         "conversations created": len(run.sim.conversations),
         "leaked conversations at the end": len(leaked),
         "leaked rooms at the end": len(run.sim.rooms),

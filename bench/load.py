@@ -5,6 +5,7 @@ following many live sessions, scale-out over 1–3 worker processes, and start-u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import statistics
 import sys
@@ -189,6 +190,40 @@ async def follow_many(b: Bench) -> None:
         "phoenix_rest: RSS per live session",
         f"{(rss - idle_rss) / n * 1024:.0f} KB",
         f"(RSS with {n:,} − idle) / {n:,}",
+    )
+
+
+BURST_TIMEOUT_S = 90.0
+
+
+async def burst_of_many(b: Bench) -> None:
+    """All of item 5's sessions published at once: how long until every one is ready."""
+    n = b.cfg.follow_n
+    topo = b.topology("burstmany")
+    await b.sim.reset()
+    producer = Producer(b.connection, topo)
+    await producer.start()
+    worker = await b.worker(topo, f"{topo.jobs_queue}-w", worker_max_sessions=n)
+    sids = session_ids("m", n)
+    try:
+        t0 = time.perf_counter()
+        await producer.publish_burst(sids)
+        with contextlib.suppress(SystemExit):
+            await producer.wait_all(sids, "ready", BURST_TIMEOUT_S)
+        elapsed_s = time.perf_counter() - t0
+        ready = sum(1 for s in sids if "ready" in producer.timings[s].seen)
+        retries = len(worker.find_logs("events.publish_retry"))
+    finally:
+        await worker.stop()
+        await producer.aclose()
+        await delete_topology(b.connection, topo, sids)
+    value = f"{elapsed_s:.1f} s" if ready == n else f"{ready} of {n} ready"
+    b.add(
+        "5. following live sessions",
+        f"{n:,} jobs published at once: all ready after",
+        value,
+        f"{n / elapsed_s:.0f} starts/s; {retries} event publish retries (timeouts) logged"
+        + ("" if ready == n else f"; gave up after {BURST_TIMEOUT_S:.0f} s"),
     )
 
 

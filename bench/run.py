@@ -17,6 +17,7 @@ import datetime
 import importlib.metadata
 import platform
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 import aio_pika
 from benchlib import AMQP_URL, REPO, SimProcess, machine, ms, pct, sweep_leftovers
-from load import follow_many, footprint, intake_throughput, scale_out
+from load import burst_of_many, follow_many, footprint, intake_throughput, scale_out
 from phases import (
     FULL,
     QUICK,
@@ -36,7 +37,7 @@ from phases import (
 )
 
 T = TypeVar("T")
-SECTIONS = ("overhead", "throughput", "pipecat", "cold", "follow", "scale")
+SECTIONS = ("overhead", "throughput", "pipecat", "cold", "follow", "burst", "scale")
 DOC = REPO / "docs" / "benchmarks.md"
 ANALYSIS_MARK = "<!-- analysis: kept by bench/run.py -->"
 
@@ -106,6 +107,7 @@ PLAN: tuple[tuple[str, str, Callable[[Bench], Awaitable[None]]], ...] = (
     ("cold", "4. warm vs cold", warm_vs_cold),
     ("throughput", "2. intake throughput", intake_throughput),
     ("follow", "5. following live sessions", follow_many),
+    ("burst", "5. a burst of as many jobs", burst_of_many),
     ("scale", "7. scale-out", scale_out),
 )
 
@@ -118,13 +120,35 @@ def table(b: Bench) -> str:
     return "\n".join(lines)
 
 
+def code_version() -> str:
+    """The commit measured, and whether the worker's code had uncommitted changes."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "worker", "tavus", "pipelines"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return f"commit {head or '?'}" + (
+        " + uncommitted changes in worker/tavus/pipelines" if dirty else ""
+    )
+
+
 def write_doc(b: Bench, server: str, elapsed_s: float, quick: bool) -> None:
     info = machine()
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     kind = "`--quick` (small N, a smoke check)" if quick else "full"
     head = f"""# Benchmarks
 
-Produced by `.venv/bin/python bench/run.py` ({kind} run, {elapsed_s:.0f} s) on {now}.
+Produced by `.venv/bin/python bench/run.py` ({kind} run, {elapsed_s:.0f} s) on {now},
+{code_version()}.
 
 - Machine: {info["nproc"]} CPUs, {info["cpu"]}, load average {info["load"]} at the end (shared,
   noisy: read ratios and differences measured in the same run, not absolute single numbers).

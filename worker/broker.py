@@ -32,6 +32,11 @@ log = structlog.get_logger("worker.broker")
 
 PUBLISH_TIMEOUT_S = 10.0
 
+# Session records: one expiry for all (the longest session + 1 h), so every declaration matches;
+# and a bound on concurrent record RPCs, so a burst of starts queues instead of timing out.
+RECORD_EXPIRES_S = 14400 + 3600
+BOOKKEEPING_CONCURRENCY = 32
+
 # What a broker call can raise when the connection or channel is gone; callers that can live
 # without the call (cleanup, best-effort notes) catch exactly these and log them.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
@@ -178,6 +183,8 @@ class Broker:
         self.connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractRobustChannel | None = None
         self._claim_channel: AbstractRobustChannel | None = None
+        self._records_channel: AbstractRobustChannel | None = None
+        self._bookkeeping = asyncio.Semaphore(BOOKKEEPING_CONCURRENCY)
         self._claims: dict[str, AbstractQueue] = {}
         self._claim_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
@@ -234,9 +241,16 @@ class Broker:
         routing_key: str,
         exchange: AbstractExchange | None = None,
     ) -> None:
-        """Publish and wait for the broker's confirm (default exchange when none is given)."""
+        """Publish and wait for the broker's confirm (default exchange when none is given).
+
+        Not `mandatory`: an event nobody subscribed to is simply dropped. (aio-pika's default,
+        mandatory, makes the broker return it, and aio-pika then logs the whole body — a user's
+        meeting token among it — at WARNING.)
+        """
         target = exchange or self.publish_channel.default_exchange
-        await target.publish(message, routing_key=routing_key, timeout=PUBLISH_TIMEOUT_S)
+        await target.publish(
+            message, routing_key=routing_key, mandatory=False, timeout=PUBLISH_TIMEOUT_S
+        )
 
     async def claim(self, session_id: str) -> bool:
         """Take the cluster-wide claim on a session; False when another connection holds it."""
@@ -294,38 +308,67 @@ class Broker:
             if not channel.is_closed:
                 await channel.close()
 
-    async def write_record(
-        self, session_id: str, record: dict[str, Any], *, ttl_s: float, lease_s: float
-    ) -> None:
-        """Leave a durable note of a session (its event route) that outlives this worker.
+    def _record_arguments(self) -> dict[str, Any]:
+        return {
+            "x-expires": RECORD_EXPIRES_S * 1000,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.topo.lost_queue,
+        }
 
-        The note is a dead man's switch: it carries a lease (a message TTL) after which it is
-        dead-lettered to the `lost` queue, where a reaper checks that the session's claim is still
-        held (and re-arms the lease) or finishes the session from the note. The queue itself
-        expires `ttl_s` after its last use, so a note is never left forever.
+    async def _records(self) -> AbstractRobustChannel:
+        """Records have their own channel: event confirms never wait behind their queue RPCs."""
+        if self._records_channel is None or self._records_channel.is_closed:
+            assert self.connection is not None, "connect() first"
+            self._records_channel = await self.connection.channel(publisher_confirms=True)
+        return self._records_channel
+
+    async def open_record(self, session_id: str) -> dict[str, Any] | None:
+        """Declare the session's record queue (so writing needs nothing more) and return the note
+        already in it, if any: a finished session's, or an earlier attempt's.
+
+        A session record is a dead man's switch: its note carries a lease (a message TTL) after
+        which it is dead-lettered to the `lost` queue, where a reaper checks that the session's
+        claim is still held (and re-arms the lease) or finishes the session from the note. The
+        queue itself expires RECORD_EXPIRES_S after its last use, so nothing is left forever.
         """
-        channel = self.publish_channel
-        name = self.topo.record_queue(session_id)
-        queue = await channel.declare_queue(
-            name,
-            durable=True,
-            arguments={
-                "x-expires": int(ttl_s * 1000),
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": self.topo.lost_queue,
-            },
-            robust=False,
-        )
-        await queue.purge()
-        await self.rearm_record(session_id, record, lease_s=lease_s)
+        async with self._bookkeeping:
+            channel = await self._records()
+            queue = await channel.declare_queue(
+                self.topo.record_queue(session_id),
+                durable=True,
+                arguments=self._record_arguments(),
+                robust=False,
+            )
+            if not queue.declaration_result.message_count:
+                return None
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                return None
+            record: dict[str, Any] = json.loads(message.body)
+            await message.nack(requeue=True)  # back in place, its lease untouched
+            return record
+
+    async def write_record(
+        self, session_id: str, record: dict[str, Any], *, lease_s: float, replace: bool
+    ) -> None:
+        """Put the session's note (with a lease) in its queue, opened by `open_record`;
+        `replace` drops the note an earlier attempt left there first."""
+        async with self._bookkeeping:
+            channel = await self._records()
+            name = self.topo.record_queue(session_id)
+            if replace:
+                await (await channel.get_queue(name, ensure=False)).purge()
+            message = json_message(record)
+            message.expiration = lease_s
+            await channel.default_exchange.publish(
+                message, routing_key=name, mandatory=False, timeout=PUBLISH_TIMEOUT_S
+            )
 
     async def rearm_record(
         self, session_id: str, record: dict[str, Any], *, lease_s: float
     ) -> None:
         """Put a fresh lease on the session's note (its previous one has run out)."""
-        message = json_message(record)
-        message.expiration = lease_s
-        await self.publish(message, routing_key=self.topo.record_queue(session_id))
+        await self.write_record(session_id, record, lease_s=lease_s, replace=False)
 
     async def read_record(self, session_id: str) -> dict[str, Any] | None:
         """The session's note, or None when there is none (it never got that far, or expired)."""
@@ -350,23 +393,16 @@ class Broker:
     async def finish_record(self, session_id: str, record: dict[str, Any]) -> None:
         """Mark the session's note finished, with no lease (the queue expires by itself later): a
         copy of the job that arrives meanwhile, on any worker, is known for a duplicate."""
-        channel = self.publish_channel
-        name = self.topo.record_queue(session_id)
-        queue = await channel.declare_queue(name, passive=True, robust=False)
-        await queue.purge()
-        await self.publish(json_message({**record, "finished": True}), routing_key=name)
-
-    async def delete_record(self, session_id: str) -> None:
-        """Drop the session's note once its terminal event is out (idempotent)."""
-        assert self.connection is not None
-        channel = await self.connection.channel()  # an error closes it, not the publish channel
-        try:
-            await channel.queue_delete(self.topo.record_queue(session_id))
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            pass
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+        async with self._bookkeeping:
+            channel = await self._records()
+            name = self.topo.record_queue(session_id)
+            await (await channel.get_queue(name, ensure=False)).purge()
+            await channel.default_exchange.publish(
+                json_message({**record, "finished": True}),
+                routing_key=name,
+                mandatory=False,
+                timeout=PUBLISH_TIMEOUT_S,
+            )
 
     def _on_reconnect(self, *_: object) -> None:
         task = asyncio.create_task(self._retake_claims(), name="retake-claims")

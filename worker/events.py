@@ -130,14 +130,17 @@ class EventPublisher:
             self._on_event(event.model_dump(mode="json"))
 
     async def _publish_once(self, route: EventRoute, event: Any) -> None:
+        """To the events exchange and, concurrently, to the job's reply_to queue."""
         broker = self._broker
         message = json_message(
             event, correlation_id=route.correlation_id, message_type=f"session.{event.status}"
         )
         assert broker.events_exchange is not None
-        await broker.publish(
-            message, routing_key=f"session.{event.status}", exchange=broker.events_exchange
-        )
+        publishes = [
+            broker.publish(
+                message, routing_key=f"session.{event.status}", exchange=broker.events_exchange
+            )
+        ]
         if route.reply_to:
             reply = json_message(
                 event,
@@ -145,4 +148,5 @@ class EventPublisher:
                 message_type=f"session.{event.status}",
                 persistent=False,
             )
-            await broker.publish(reply, routing_key=route.reply_to)
+            publishes.append(broker.publish(reply, routing_key=route.reply_to))
+        await asyncio.gather(*publishes)

@@ -28,7 +28,6 @@ from worker.sessions.base import Existing, LiveSession, SessionFailure, SessionR
 log = structlog.get_logger("worker.manager")
 
 RELEASE_TIMEOUT_S = 30.0
-RECORD_TTL_MARGIN_S = 3600
 # Publishing the last-resort `failed` event can hit the broker being away, or (a bug) an event
 # that cannot be serialised (pydantic's error is a ValueError): log it, never raise from there.
 FAILED_EVENT_ERRORS: tuple[type[BaseException], ...] = (*BROKER_ERRORS, ValueError)
@@ -60,6 +59,7 @@ class SessionState:
     is_finished: bool = False  # reached its one outcome: a later copy of the job is a duplicate
     is_forgotten: bool = False
     has_record: bool = False
+    had_record: bool = False  # an earlier attempt's note was there when this one started
     record: dict[str, Any] = field(default_factory=dict)
     is_abandoned: bool = False  # another worker owns it now: drop it without a word
     is_redelivered: bool = False  # RabbitMQ gave it back after a consumer vanished
@@ -235,6 +235,7 @@ class SessionManager:
         structlog.contextvars.bind_contextvars(mode=resolution.mode)
         runner = resolution.runner
         record = await self._read_record(job.session_id)
+        state.had_record = record is not None
         if record is not None and record.get("finished"):
             state.is_finished = True
             log.info("session.duplicate_finished", source="record")
@@ -406,7 +407,7 @@ class SessionManager:
 
     async def _read_record(self, session_id: str) -> dict[str, Any] | None:
         try:
-            return await self._broker.read_record(session_id)
+            return await self._broker.open_record(session_id)
         except BROKER_ERRORS as exc:
             log.warning("session.record_unreadable", error=type(exc).__name__)
             return None
@@ -450,10 +451,7 @@ class SessionManager:
             "started_at": time.time() - self._age(state),
         }
         await self._broker.write_record(
-            route.session_id,
-            state.record,
-            ttl_s=state.job.max_duration_s + RECORD_TTL_MARGIN_S,
-            lease_s=self._lease_s,
+            route.session_id, state.record, lease_s=self._lease_s, replace=state.had_record
         )
         state.has_record = True
 

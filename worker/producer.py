@@ -40,6 +40,6 @@ async def publish_session_job(
             message_id=message_id,
         ),
         routing_key=topo.jobs_routing_key,
-        mandatory=True,
+        mandatory=False,  # the queue is bound above; a returned job would be logged whole
     )
     return message_id

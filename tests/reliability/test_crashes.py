@@ -161,3 +161,26 @@ async def test_worker_killed_after_ending_the_conversation_but_before_ended_stil
     assert ended["status"] == "ended", h.statuses(sid)
     await asyncio.sleep(1.0)
     assert len(h.terminal(sid)) == 1, h.statuses(sid)
+
+
+@pytest.mark.slow
+async def test_worker_killed_just_after_a_session_ended_gets_no_second_outcome(
+    h: ReliabilityHarness,
+) -> None:
+    """SIGKILL a worker the moment it published one session's `ended`: another worker's reaper
+    finishes its two live sessions once each and publishes nothing more for the ended one."""
+    victim = await h.spawn_capturing(**{**WORKER, "worker_reaper_interval_s": 0})
+    bodies = [job() for _ in range(3)]
+    for body in bodies:
+        await h.publish(body)
+    sids = [b["session_id"] for b in bodies]
+    await wait_until(lambda: all("ready" in h.statuses(s) for s in sids), 20, "not all ready")
+    await h.stop_session(sids[0])
+    await wait_until(lambda: bool(h.terminal(sids[0])), 20, "not ended")
+    victim.send_signal(signal.SIGKILL)  # at once: its bookkeeping after `ended` may not be done
+    await victim.wait()
+    await h.start_worker(**WORKER)  # the reaper of the others' sessions
+    await wait_until(lambda: all(h.terminal(s) for s in sids), 20, "the live ones not reaped")
+    await asyncio.sleep(3 * float(WORKER["worker_session_lease_s"]))  # every lease has lapsed
+    wrong = {sid: h.statuses(sid) for sid in sids if len(h.terminal(sid)) != 1}
+    assert wrong == {}, wrong

@@ -32,7 +32,7 @@ def gaps_s(h: ReliabilityHarness, endpoint: str) -> list[float]:
 async def test_429_burst_with_retry_after_is_waited_out_then_succeeds(
     h: ReliabilityHarness,
 ) -> None:
-    """Four 429s with Retry-After 0.3 s: the client waits the hint between calls, the job is
+    """Three 429s with Retry-After 0.3 s: the client waits the hint between calls, the job is
     retried once after the delay step covering the hint (0.4 s), and attempt 2 is ready."""
     await h.start_worker()
     h.sim.faults.fail_next(CREATE, n=3, status=429, retry_after_s=0.3)

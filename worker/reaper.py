@@ -104,7 +104,15 @@ class Reaper:
         """Handle one lapsed record; True when it finished the session (worker_lost)."""
         sid = str(record["session_id"])
         if self._is_live_here(sid) or await self._broker.is_claimed_elsewhere(sid):
+            record.pop("unclaimed_since", None)
             await self._broker.rearm_record(sid, record, lease_s=self._lease_s)
+            return False
+        # Unclaimed: its worker may only be reconnecting. The first reaper to see that writes
+        # the time into the note; whichever reaper gets it after the grace period finishes it.
+        since = float(record.setdefault("unclaimed_since", time.time()))
+        left_s = self._grace_s - (time.time() - since)
+        if left_s > 0:
+            await self._broker.rearm_record(sid, record, lease_s=max(left_s, 0.2))
             return False
         if not await self._broker.claim(sid):
             await self._broker.rearm_record(sid, record, lease_s=self._lease_s)

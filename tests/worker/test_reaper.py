@@ -88,7 +88,9 @@ async def test_session_of_a_worker_killed_after_releasing_gets_its_outcome(h: Ha
     h.sim.leave(ready["conversation_id"])  # Tavus ends the call; nothing is left to find
     victim.send_signal(signal.SIGKILL)
     await victim.wait()
-    await h.start_worker(worker_reaper_interval_s=3600, worker_session_lease_s=1.0)
+    await h.start_worker(
+        worker_reaper_interval_s=3600, worker_session_lease_s=1.0, worker_reaper_grace_s=0.5
+    )
     ended = await h.wait_for(sid, "ended", timeout_s=20)
     assert ended["reason"] == "worker_lost"
     await asyncio.sleep(2.5)  # later lease checks find the record finished

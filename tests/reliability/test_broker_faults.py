@@ -303,6 +303,35 @@ async def test_reaper_still_sweeps_after_its_worker_had_an_outage(h: Reliability
     assert h.sim.conversations[ready["conversation_id"]].status == "ended"
 
 
+@pytest.mark.slow
+async def test_job_whose_start_fails_transiently_across_an_outage_is_retried_not_lost(
+    h: ReliabilityHarness,
+) -> None:
+    """A job mid-provisioning when its worker's broker link drops for 1 s, whose create then fails
+    with 503s: the redelivered copy is not lost to the duplicate check, the job is retried, and
+    the session becomes ready once and ends once."""
+    proxy = await h.proxy()
+    app = await h.start_proxied_worker(proxy)
+    h.sim.faults.latency("POST /v2/conversations", 1.5)
+    h.sim.faults.fail_next("POST /v2/conversations", n=2, status=503)
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    await h.wait_for(sid, "accepted")
+    await asyncio.sleep(0.2)
+    proxy.cut(down_s=1.0)
+    await asyncio.sleep(1.0)
+    await reconnected(app)
+    ready = await h.wait_for(sid, "ready", timeout_s=30)
+    assert h.statuses(sid).count("ready") == 1, h.statuses(sid)
+    assert ready["conversation_id"] in h.created_conversations(sid)
+    h.sim.faults.latency("POST /v2/conversations", 0)
+    await stop_all(h, [sid])
+    await asyncio.sleep(1.0)
+    assert len(h.terminal(sid)) == 1 and h.terminal(sid)[0]["reason"] == "stopped", h.statuses(sid)
+    assert h.active_conversations() == []
+
+
 async def test_consumer_cancelled_by_the_server_is_restored(h: ReliabilityHarness) -> None:
     """When the broker cancels the worker's job consumer (here: the job queue is deleted under
     it), the worker redeclares the queue, consumes again, and later jobs still start."""

@@ -144,10 +144,15 @@ async def spawn(run: Run, index: int, *, attempts: int = 30) -> Worker:
                 stderr=log,
             )
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.returncode is None:
-            if b"worker.started" in log_path.read_bytes():
-                return Worker(index, proc, worker_id, log_path)
-            await asyncio.sleep(0.2)
+        try:
+            while time.monotonic() < deadline and proc.returncode is None:
+                if b"worker.started" in log_path.read_bytes():
+                    return Worker(index, proc, worker_id, log_path)
+                await asyncio.sleep(0.2)
+        except asyncio.CancelledError:  # the run is over: leave no process behind
+            proc.kill()
+            await proc.wait()
+            raise
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
@@ -424,6 +429,9 @@ async def soak(args: argparse.Namespace) -> int:
             ]
             await wait_for_outcomes(run, ids, deadline_s=args.timeout_s - args.settle_s)
             done.set()
+            _, pending = await asyncio.wait(tasks, timeout=15)  # a restart may still be going on
+            for task in pending:
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             wall_s = run.now()
             await asyncio.sleep(args.settle_s)  # late duplicates surface; reapers sweep leftovers

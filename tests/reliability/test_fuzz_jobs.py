@@ -360,3 +360,27 @@ async def test_jobs_whose_events_cannot_be_built_never_stall_the_worker(
     good = job()
     await h.publish(good)
     await h.wait_for(good["session_id"], "ready", timeout_s=20)
+
+
+async def test_invalid_job_with_headers_near_the_frame_limit_is_dead_lettered_once(
+    h: ReliabilityHarness,
+) -> None:
+    """An invalid job whose headers almost fill an AMQP frame (128 KiB) is dead-lettered once,
+    even though the worker's own headers would not fit beside them, and the worker (and its
+    live sessions) are not disturbed by it."""
+    await h.start_worker()
+    live = job()
+    await h.publish(live)
+    await h.wait_for(live["session_id"], "ready")
+    size = 131_072 - 150  # what still fits one frame for the producer
+    await h.publish(b"not json", headers={"x-pad": "p" * size})
+    dead = await h.dead_letters(1, timeout_s=10)
+    assert len(dead) == 1 and dead[0].body == b"not json"
+    assert "not valid JSON" in str(dead[0].headers.get("x-avatar-error"))
+    await asyncio.sleep(2.0)
+    assert await h.queue_depth() == 0  # not redelivered in a loop
+    assert await h.queue_depth(h.topo.dead_letter_queue) == 0  # dead-lettered exactly once
+    assert h.statuses(live["session_id"]) == ["accepted", "ready"]  # the live session was not hit
+    good = job()
+    await h.publish(good)
+    await h.wait_for(good["session_id"], "ready")

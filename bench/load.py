@@ -124,6 +124,37 @@ async def intake_throughput(b: Bench) -> None:
 FOLLOW_RATE_PER_S = 25
 
 
+@dataclass
+class Chunk:
+    """Per start, while one fifth of the sessions was being started."""
+
+    cpu_ms: float
+    sim_cpu_ms: float
+    list_calls: float
+
+
+async def fill_in_fifths(b: Bench, producer: Producer, pid: int, sids: list[str]) -> list[Chunk]:
+    """Start `sids` at FOLLOW_RATE_PER_S, one fifth at a time, measuring each fifth's cost."""
+    step = max(1, len(sids) // 5)
+    chunks = []
+    for k in range(0, len(sids), step):
+        chunk = sids[k : k + step]
+        await b.sim.calls()  # clears the record
+        cpu0, sim0 = cpu_s(pid), cpu_s(b.sim.pid)
+        await producer.publish_at_rate(chunk, FOLLOW_RATE_PER_S)
+        await producer.wait_all(chunk, "ready", 120 + len(chunk) / 5)
+        calls = await b.sim.calls()
+        lists = calls["by_endpoint"].get("GET /v2/conversations", 0)
+        chunks.append(
+            Chunk(
+                (cpu_s(pid) - cpu0) / len(chunk) * 1000,
+                (cpu_s(b.sim.pid) - sim0) / len(chunk) * 1000,
+                lists / len(chunk),
+            )
+        )
+    return chunks
+
+
 async def follow_many(b: Bench) -> None:
     n, window_s = b.cfg.follow_n, b.cfg.follow_window_s
     topo = b.topology("follow")
@@ -140,8 +171,7 @@ async def follow_many(b: Bench) -> None:
         # At a steady rate: a burst of 1,000 measures the start-up cliff (see the analysis), not
         # the cost of following.
         t0 = time.perf_counter()
-        await producer.publish_at_rate(sids, FOLLOW_RATE_PER_S)
-        await producer.wait_all(sids, "ready", 120 + n / 10)
+        chunks = await fill_in_fifths(b, producer, worker.pid, sids)
         fill_s = time.perf_counter() - t0
         await asyncio.sleep(pause_s)
         await b.sim.calls()  # clears the record
@@ -184,6 +214,14 @@ async def follow_many(b: Bench) -> None:
         f"time to start all {n:,} at {FOLLOW_RATE_PER_S} jobs/s",
         f"{fill_s:.1f} s",
         f"the live set grows to {n:,}; ideal {n / FOLLOW_RATE_PER_S:.0f} s",
+    )
+    first, last = chunks[0], chunks[-1]
+    b.add(
+        "5. following live sessions",
+        "cost per start with the first / last fifth of them live",
+        f"{first.cpu_ms:.0f} / {last.cpu_ms:.0f} ms worker CPU",
+        f"simulator {first.sim_cpu_ms:.0f} / {last.sim_cpu_ms:.0f} ms; "
+        f"{first.list_calls:.1f} / {last.list_calls:.1f} GET /v2/conversations per start",
     )
     b.add(
         "6. footprint",

@@ -32,6 +32,11 @@ log = structlog.get_logger("worker.broker")
 
 PUBLISH_TIMEOUT_S = 10.0
 
+
+class BrokerUnavailable(Exception):
+    """RabbitMQ cannot be reached; the message names the URL (password hidden) and what failed."""
+
+
 # Session records: one expiry for all (the longest session + 1 h), so every declaration matches;
 # and a bound on concurrent record RPCs, so a burst of starts queues instead of timing out.
 RECORD_EXPIRES_S = 14400 + 3600
@@ -40,15 +45,14 @@ BOOKKEEPING_CONCURRENCY = 32
 # What a broker call can raise when the connection or channel is gone; callers that can live
 # without the call (cleanup, best-effort notes) catch exactly these and log them.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    BrokerUnavailable,
     aiormq.exceptions.AMQPError,
     aio_pika.exceptions.ChannelInvalidStateError,
     ConnectionError,
     asyncio.TimeoutError,
 )
-
-
-class BrokerUnavailable(Exception):
-    """RabbitMQ cannot be reached; the message names the URL (password hidden) and what failed."""
+# ... plus aiormq's RuntimeError("... closed") from a channel or connection that is gone.
+CHANNEL_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, *BROKER_ERRORS)
 
 
 def display_url(url: str) -> str:
@@ -253,7 +257,16 @@ class Broker:
         )
 
     async def claim(self, session_id: str) -> bool:
-        """Take the cluster-wide claim on a session; False when another connection holds it."""
+        """Take the cluster-wide claim on a session; False when another connection holds it.
+
+        Raises BrokerUnavailable while the connection is down (aiormq says RuntimeError).
+        """
+        try:
+            return await self._claim(session_id)
+        except RuntimeError as exc:
+            raise BrokerUnavailable(f"the broker connection is down ({exc})") from exc
+
+    async def _claim(self, session_id: str) -> bool:
         async with self._claim_lock:
             if session_id in self._claims:
                 return True
@@ -271,6 +284,9 @@ class Broker:
             except aiormq.exceptions.ChannelLockedResource:
                 self._claim_channel = None  # the server closed it
                 return False
+            except CHANNEL_ERRORS:
+                self._claim_channel = None  # never reuse a channel an error may have closed
+                raise
             self._claims[session_id] = queue
             return True
 
@@ -294,7 +310,10 @@ class Broker:
         if session_id in self._claims:
             return False
         assert self.connection is not None
-        channel = await self.connection.channel()
+        try:
+            channel = await self.connection.channel()
+        except RuntimeError as exc:
+            raise BrokerUnavailable(f"the broker connection is down ({exc})") from exc
         try:
             await channel.declare_queue(
                 self.topo.claim_queue(session_id), passive=True, robust=False
@@ -323,6 +342,13 @@ class Broker:
         return self._records_channel
 
     async def open_record(self, session_id: str) -> dict[str, Any] | None:
+        try:
+            return await self._open_record(session_id)
+        except CHANNEL_ERRORS as exc:
+            self._records_channel = None  # never reuse a channel an error may have closed
+            raise BrokerUnavailable(f"the broker connection is down ({exc})") from exc
+
+    async def _open_record(self, session_id: str) -> dict[str, Any] | None:
         """Declare the session's record queue (so writing needs nothing more) and return the note
         already in it, if any: a finished session's, or an earlier attempt's.
 
@@ -349,6 +375,15 @@ class Broker:
             return record
 
     async def write_record(
+        self, session_id: str, record: dict[str, Any], *, lease_s: float, replace: bool
+    ) -> None:
+        try:
+            await self._write_record(session_id, record, lease_s=lease_s, replace=replace)
+        except CHANNEL_ERRORS as exc:
+            self._records_channel = None
+            raise BrokerUnavailable(f"the broker connection is down ({exc})") from exc
+
+    async def _write_record(
         self, session_id: str, record: dict[str, Any], *, lease_s: float, replace: bool
     ) -> None:
         """Put the session's note (with a lease) in its queue, opened by `open_record`;
@@ -390,9 +425,26 @@ class Broker:
             if not channel.is_closed:
                 await channel.close()
 
-    async def finish_record(self, session_id: str, record: dict[str, Any]) -> None:
+    async def finish_record(
+        self, session_id: str, record: dict[str, Any], *, patience_s: float = 60.0
+    ) -> None:
         """Mark the session's note finished, with no lease (the queue expires by itself later): a
-        copy of the job that arrives meanwhile, on any worker, is known for a duplicate."""
+        copy of the job that arrives meanwhile, on any worker, is known for a duplicate. Waits
+        out a broker outage (up to `patience_s`): a note left unfinished would make a reaper
+        publish a second outcome."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience_s
+        while True:
+            try:
+                await self._finish_record(session_id, record)
+                return
+            except CHANNEL_ERRORS as exc:
+                self._records_channel = None
+                if loop.time() > deadline:
+                    raise BrokerUnavailable(f"could not finish the session record ({exc})") from exc
+                await asyncio.sleep(1.0)
+
+    async def _finish_record(self, session_id: str, record: dict[str, Any]) -> None:
         async with self._bookkeeping:
             channel = await self._records()
             name = self.topo.record_queue(session_id)

@@ -33,6 +33,7 @@ from worker.manager import Outcome, SessionManager
 log = structlog.get_logger("worker.intake")
 
 ATTEMPT_HEADER = "x-avatar-attempt"
+STARTING_COPY_REQUEUE_S = 1.0
 ERROR_HEADER = "x-avatar-error"
 
 
@@ -125,6 +126,12 @@ class Intake:
             await self._settle(
                 message, Outcome("dead_letter", reason=exc.reason, dead_letter_kind="invalid_job")
             )
+            return
+        if self._sessions.is_starting(job.session_id):
+            # A copy redelivered after an outage while the first is still starting here: the
+            # first copy's delivery is gone, so this one must survive until the start settles.
+            await asyncio.sleep(STARTING_COPY_REQUEUE_S)
+            await self._settle(message, Outcome("requeue", reason="session still starting"))
             return
         if self._sessions.is_known(job.session_id):
             log.info("intake.duplicate", session_id=job.session_id)

@@ -139,6 +139,11 @@ class SessionManager:
         """True when the session is live here or finished here recently (a duplicate)."""
         return session_id in self._sessions or session_id in self._finished
 
+    def is_starting(self, session_id: str) -> bool:
+        """True while the session is taken here but not yet `ready`."""
+        state = self._sessions.get(session_id)
+        return state is not None and state.live is None
+
     def is_live(self, session_id: str) -> bool:
         """True while the session runs (or starts) on this worker."""
         return session_id in self._sessions
@@ -218,46 +223,12 @@ class SessionManager:
             await self._forget(state)
 
     async def _begin(self, state: SessionState) -> Outcome | None:
-        """Claim, dedupe, expire, provision and publish `ready`; an Outcome when it stops early."""
-        job, route = state.job, state.route
-        if not await self._broker.claim(job.session_id):
-            log.info("session.duplicate_live_elsewhere")
-            return Outcome("ack", reason="duplicate: live on another worker")
-        try:
-            resolution = self._modes.resolve(job.mode)
-        except SessionFailure as exc:
-            state.is_finished = True
-            await self._events.failed(
-                route, EventError(code=exc.code, message=exc.message, retryable=False)
-            )
-            return Outcome("ack", reason=exc.code)
-        route.mode = resolution.mode
-        structlog.contextvars.bind_contextvars(mode=resolution.mode)
-        runner = resolution.runner
-        record = await self._read_record(job.session_id)
-        state.had_record = record is not None
-        if record is not None and record.get("finished"):
-            state.is_finished = True
-            log.info("session.duplicate_finished", source="record")
-            return Outcome("ack", reason="duplicate: session already finished")
-        try:
-            existing = await runner.lookup(job)
-            if (
-                existing is None
-                and state.is_redelivered
-                and await self._may_have_create_in_flight(state, record)
-            ):
-                existing = await runner.lookup(job)
-        except ProviderError as exc:
-            return await self._start_failure(state, runner, exc)
-        if existing is not None and existing.finished:
-            state.is_finished = True
-            log.info("session.duplicate_finished")
-            return Outcome("ack", reason="duplicate: session already finished")
-        if job.not_after is not None and job.is_expired():
-            state.is_finished = True
-            await self._events.expired(route, job.not_after)
-            return Outcome("ack", reason="expired")
+        """Admit, provision and publish `ready`; an Outcome when it stops early."""
+        admitted = await self._admit(state)
+        if isinstance(admitted, Outcome):
+            return admitted
+        resolution, existing = admitted
+        job, route, runner = state.job, state.route, resolution.runner
         await self._events.accepted(route)
         state.runner = runner
         record_task = asyncio.create_task(self._write_record(state))
@@ -289,6 +260,52 @@ class SessionManager:
             fallback_reason=fallback_reason,
         )
         return None
+
+    async def _admit(self, state: SessionState) -> Outcome | tuple[Resolution, Existing | None]:
+        """Claim, resolve the mode, dedupe and check expiry: what is known before `accepted`."""
+        job, route = state.job, state.route
+        try:
+            if not await self._broker.claim(job.session_id):
+                log.info("session.duplicate_live_elsewhere")
+                return Outcome("ack", reason="duplicate: live on another worker")
+        except BROKER_ERRORS as exc:  # nothing started: RabbitMQ gives the job back
+            log.warning("session.broker_unavailable", error=type(exc).__name__)
+            return Outcome("requeue", reason="broker unavailable")
+        try:
+            resolution = self._modes.resolve(job.mode)
+        except SessionFailure as exc:
+            state.is_finished = True
+            await self._events.failed(
+                route, EventError(code=exc.code, message=exc.message, retryable=False)
+            )
+            return Outcome("ack", reason=exc.code)
+        route.mode = resolution.mode
+        structlog.contextvars.bind_contextvars(mode=resolution.mode)
+        record = await self._read_record(job.session_id)
+        state.had_record = record is not None
+        if record is not None and record.get("finished"):
+            state.is_finished = True
+            log.info("session.duplicate_finished", source="record")
+            return Outcome("ack", reason="duplicate: session already finished")
+        try:
+            existing = await resolution.runner.lookup(job)
+            if (
+                existing is None
+                and state.is_redelivered
+                and await self._may_have_create_in_flight(state, record)
+            ):
+                existing = await resolution.runner.lookup(job)
+        except ProviderError as exc:
+            return await self._start_failure(state, resolution.runner, exc)
+        if existing is not None and existing.finished:
+            state.is_finished = True
+            log.info("session.duplicate_finished")
+            return Outcome("ack", reason="duplicate: session already finished")
+        if job.not_after is not None and job.is_expired():
+            state.is_finished = True
+            await self._events.expired(route, job.not_after)
+            return Outcome("ack", reason="expired")
+        return resolution, existing
 
     async def _provision(
         self, state: SessionState, resolution: Resolution, existing: Existing | None

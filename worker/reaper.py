@@ -16,7 +16,7 @@ import json
 import random
 import re
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,8 @@ from worker.events import EventPublisher, EventRoute
 log = structlog.get_logger("worker.reaper")
 
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
-SWEEP_ERRORS: tuple[type[BaseException], ...] = (ProviderError, *BROKER_ERRORS)
+SWEEP_ERRORS: tuple[type[BaseException], ...] = (ProviderError, RuntimeError, *BROKER_ERRORS)
+REMEMBERED_REAPS = 10_000
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Reaper:
         self._grace_s = grace_s
         self._clock = clock
         self._suspects: dict[str, float] = {}  # session id -> when first seen unclaimed
+        self._reaped: OrderedDict[str, None] = OrderedDict()  # finished here: never again
         self._broker = broker
         self._events = events
         self._tavus = tavus
@@ -103,6 +105,8 @@ class Reaper:
     async def lease_lapsed(self, record: dict[str, Any]) -> bool:
         """Handle one lapsed record; True when it finished the session (worker_lost)."""
         sid = str(record["session_id"])
+        if sid in self._reaped:
+            return False
         if self._is_live_here(sid) or await self._broker.is_claimed_elsewhere(sid):
             record.pop("unclaimed_since", None)
             await self._broker.rearm_record(sid, record, lease_s=self._lease_s)
@@ -139,7 +143,8 @@ class Reaper:
         while True:
             await asyncio.sleep(self._interval_s * (0.5 + random.random()))
             try:
-                await self.sweep_once()
+                async with asyncio.timeout(max(self._interval_s, 30.0) * 2):
+                    await self.sweep_once()
             except SWEEP_ERRORS as exc:
                 log.warning("reaper.sweep_failed", error=str(exc) or type(exc).__name__)
 
@@ -152,6 +157,8 @@ class Reaper:
             del self._suspects[sid]  # gone by itself
         for orphan in candidates.values():
             sid = orphan.session_id
+            if sid in self._reaped and not orphan.conversation_ids and not orphan.room_names:
+                continue
             if self._is_live_here(sid) or await self._broker.is_claimed_elsewhere(sid):
                 self._suspects.pop(sid, None)
                 continue
@@ -191,6 +198,10 @@ class Reaper:
 
     async def _finish(self, orphan: Orphan, lapsed: dict[str, Any] | None = None) -> None:
         sid = orphan.session_id
+        already = sid in self._reaped
+        self._reaped[sid] = None
+        while len(self._reaped) > REMEMBERED_REAPS:
+            self._reaped.popitem(last=False)
         log.warning(
             "reaper.orphan",
             session_id=sid,
@@ -204,7 +215,9 @@ class Reaper:
             for name in orphan.room_names | {room_name_for(sid, self._prefix)}:
                 await self._daily.delete_room(name)
         record = await self._broker.read_record(sid) or lapsed
-        if record is None:
+        if already:
+            log.info("reaper.late_resources_released", session_id=sid)  # outcome already out
+        elif record is None:
             log.warning("reaper.no_record", session_id=sid)
         elif record.get("finished"):
             log.info("reaper.late_conversation_ended", session_id=sid)  # its outcome is out

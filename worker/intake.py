@@ -34,6 +34,7 @@ log = structlog.get_logger("worker.intake")
 
 ATTEMPT_HEADER = "x-avatar-attempt"
 STARTING_COPY_REQUEUE_S = 1.0
+MAX_COPIED_HEADER_BYTES = 16 * 1024
 ERROR_HEADER = "x-avatar-error"
 
 
@@ -45,6 +46,17 @@ def attempt_of(message: AbstractIncomingMessage) -> int:
         except ValueError:
             return 1
     return 1
+
+
+def copied_headers(message: AbstractIncomingMessage) -> dict[str, Any]:
+    """The headers a retry or dead-letter copy keeps: the producer's, unless they are so large
+    that ours would no longer fit one AMQP frame beside them (the broker would then close the
+    worker's whole connection), in which case only their size is kept."""
+    original: dict[str, Any] = dict(message.headers or {})
+    size = len(repr(original).encode())
+    if size > MAX_COPIED_HEADER_BYTES:
+        return {"x-avatar-headers-dropped": size}
+    return original
 
 
 class Intake:
@@ -170,14 +182,14 @@ class Intake:
             log.warning("intake.settle_failed", action=outcome.action, error=type(exc).__name__)
 
     async def _republish_for_retry(self, message: AbstractIncomingMessage, delay_s: float) -> None:
-        headers: dict[str, Any] = dict(message.headers or {})
+        headers = copied_headers(message)
         headers[ATTEMPT_HEADER] = attempt_of(message) + 1
         await self._broker.publish(
             self._copy(message, headers), routing_key=self._broker.topo.retry_queue(delay_s)
         )
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
-        headers: dict[str, Any] = dict(message.headers or {})
+        headers = copied_headers(message)
         headers[ERROR_HEADER] = reason.replace("\n", " ")[:500]
         headers["x-avatar-worker"] = self._worker_id
         await self._broker.publish(

@@ -184,3 +184,29 @@ async def test_worker_killed_just_after_a_session_ended_gets_no_second_outcome(
     await asyncio.sleep(3 * float(WORKER["worker_session_lease_s"]))  # every lease has lapsed
     wrong = {sid: h.statuses(sid) for sid in sids if len(h.terminal(sid)) != 1}
     assert wrong == {}, wrong
+
+
+@pytest.mark.slow
+async def test_two_reapers_racing_for_a_dead_workers_sessions_give_each_one_outcome(
+    h: ReliabilityHarness,
+) -> None:
+    """Two workers whose sweeps and lapsed leases fall due together (grace = lease = 1 s) finish
+    the eight live sessions of a SIGKILLed worker process with exactly one `ended` each."""
+    racing = {**WORKER, "worker_reaper_grace_s": 1.0, "worker_session_lease_s": 1.0}
+    victim = await h.spawn_capturing(**{**racing, "worker_reaper_interval_s": 0})
+    bodies = [job() for _ in range(8)]
+    for body in bodies:
+        await h.publish(body)
+    sids = [b["session_id"] for b in bodies]
+    await wait_until(lambda: all("ready" in h.statuses(s) for s in sids), 20, "not all ready")
+    await asyncio.sleep(0.5)  # the acks are at the broker
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+    await h.start_worker(**racing)
+    await h.start_worker(**racing)
+    await wait_until(lambda: all(h.terminal(s) for s in sids), 20, "sessions without an outcome")
+    await asyncio.sleep(3.0)  # any second outcome would be out by now
+    wrong = {sid: h.statuses(sid) for sid in sids if len(h.terminal(sid)) != 1}
+    assert wrong == {}, wrong
+    assert {e["reason"] for s in sids for e in h.terminal(s)} == {"worker_lost"}
+    assert h.active_conversations() == []

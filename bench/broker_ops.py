@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import aio_pika
-from benchlib import AMQP_URL, broker_pid, cpu_s
+from benchlib import AMQP_URL, broker_pid, cpu_s, sweep_leftovers
 
 
 async def measure(
@@ -37,9 +37,17 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300)
     n = parser.parse_args().n
-    pid = broker_pid()
     run = uuid.uuid4().hex[:6]
     connection = await aio_pika.connect_robust(AMQP_URL)
+    try:
+        await run_ops(connection, run, n)
+    finally:
+        await sweep_leftovers(connection, f"bops{run}.")  # also after a failed op
+        await connection.close()
+
+
+async def run_ops(connection: aio_pika.abc.AbstractRobustConnection, run: str, n: int) -> None:
+    pid = broker_pid()
     confirmed = await connection.channel(publisher_confirms=True)
     plain = await connection.channel(publisher_confirms=False)
     events = await confirmed.declare_exchange(f"bops{run}.events", "topic", auto_delete=True)
@@ -82,7 +90,6 @@ async def main() -> None:
     await measure("claim: delete queue", n, unclaim, pid)
     if shutil.which("rabbitmqctl"):
         await retained_records(confirmed, run, n, body)
-    await connection.close()
 
 
 async def retained_records(

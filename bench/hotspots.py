@@ -32,6 +32,7 @@ from benchlib import (
     delete_topology,
     new_topology,
     session_ids,
+    sweep_leftovers,
     worker_env,
 )
 from phases import wait_warm
@@ -79,6 +80,7 @@ async def profile(args: argparse.Namespace) -> Path:
         await proc.stop()
         await producer.aclose()
         await delete_topology(connection, topo, sids)
+        await sweep_leftovers(connection, topo.jobs_exchange.rsplit(".", 1)[0] + ".")
         await connection.close()
         await sim.aclose()
     return out
@@ -125,6 +127,7 @@ async def profile_child(args: argparse.Namespace) -> Path:
         await worker.stop(graceful_s=10)
         await producer.aclose()
         await delete_topology(connection, topo, sids)
+        await sweep_leftovers(connection, topo.jobs_exchange.rsplit(".", 1)[0] + ".")
         await connection.close()
         await sim.aclose()
     merge(parts, out)

@@ -49,14 +49,22 @@ def attempt_of(message: AbstractIncomingMessage) -> int:
 
 
 def copied_headers(message: AbstractIncomingMessage) -> dict[str, Any]:
-    """The headers a retry or dead-letter copy keeps: the producer's, unless they are so large
-    that ours would no longer fit one AMQP frame beside them (the broker would then close the
-    worker's whole connection), in which case only their size is kept."""
-    original: dict[str, Any] = dict(message.headers or {})
-    size = len(repr(original).encode())
-    if size > MAX_COPIED_HEADER_BYTES:
-        return {"x-avatar-headers-dropped": size}
-    return original
+    """The headers a retry or dead-letter copy keeps: the producer's, minus the largest ones when
+    together they would leave no room for ours in one AMQP frame (the broker would then close
+    the worker's whole connection); the names dropped are listed in x-avatar-headers-dropped."""
+    headers: dict[str, Any] = dict(message.headers or {})
+    sizes = {name: len(repr(value).encode()) + len(name) for name, value in headers.items()}
+    total = sum(sizes.values())
+    dropped = []
+    for name in sorted(sizes, key=sizes.__getitem__, reverse=True):
+        if total <= MAX_COPIED_HEADER_BYTES:
+            break
+        total -= sizes[name]
+        del headers[name]
+        dropped.append(name)
+    if dropped:
+        headers["x-avatar-headers-dropped"] = ",".join(dropped)[:200]
+    return headers
 
 
 class Intake:

@@ -231,12 +231,10 @@ class SessionManager:
         job, route, runner = state.job, state.route, resolution.runner
         await self._events.accepted(route)
         state.runner = runner
-        record_task = asyncio.create_task(self._write_record(state))
+        # The note goes first: once anything can exist at the providers, a reaper can find it.
+        await self._settle_record(asyncio.create_task(self._write_record(state)))
         try:
-            try:
-                state.live, fallback_reason = await self._provision(state, resolution, existing)
-            finally:
-                await self._settle_record(record_task)
+            state.live, fallback_reason = await self._provision(state, resolution, existing)
         except _StopDuringStart:
             if state.is_abandoned:
                 return Outcome("requeue", reason="abandoned: another worker owns it")
@@ -287,16 +285,16 @@ class SessionManager:
             state.is_finished = True
             log.info("session.duplicate_finished", source="record")
             return Outcome("ack", reason="duplicate: session already finished")
-        try:
-            existing = await resolution.runner.lookup(job)
-            if (
-                existing is None
-                and state.is_redelivered
-                and await self._may_have_create_in_flight(state, record)
-            ):
-                existing = await resolution.runner.lookup(job)
-        except ProviderError as exc:
-            return await self._start_failure(state, resolution.runner, exc)
+        if record is None and not state.is_redelivered:
+            # A first delivery with no note on the broker: no worker ever got to create anything
+            # for it (the note is written before any conversation can exist, and a copy taken by
+            # a worker that died comes back redelivered), so there is nothing to look up.
+            existing = None
+        else:
+            try:
+                existing = await self._lookup(state, resolution, record)
+            except ProviderError as exc:
+                return await self._start_failure(state, resolution.runner, exc)
         if existing is not None and existing.finished:
             state.is_finished = True
             log.info("session.duplicate_finished")
@@ -306,6 +304,18 @@ class SessionManager:
             await self._events.expired(route, job.not_after)
             return Outcome("ack", reason="expired")
         return resolution, existing
+
+    async def _lookup(
+        self, state: SessionState, resolution: Resolution, record: dict[str, Any] | None
+    ) -> Existing | None:
+        existing = await resolution.runner.lookup(state.job)
+        if (
+            existing is None
+            and state.is_redelivered
+            and await self._may_have_create_in_flight(state, record)
+        ):
+            existing = await resolution.runner.lookup(state.job)
+        return existing
 
     async def _provision(
         self, state: SessionState, resolution: Resolution, existing: Existing | None

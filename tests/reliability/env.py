@@ -159,6 +159,7 @@ class ReliabilityHarness(Harness):
     extra_queues: set[str] = field(default_factory=set)
     proxies: list[BrokerProxy] = field(default_factory=list)
     seen_valid: set[str] = field(default_factory=set)
+    seen_marks: set[str] = field(default_factory=set)
     worker_url: str = ""  # when set, the broker URL the tests give their workers
 
     async def proxy(self) -> BrokerProxy:

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.reliability.env import ReliabilityHarness
+from tests.reliability.env import ReliabilityHarness, poll_until
 from tests.worker.harness import job
 from worker.contract import InvalidMessage, parse_job
 
@@ -189,15 +189,43 @@ async def send_batch(
         if i < len(valid):
             queue.append(valid[i][1])
     queue += [v for _, v in valid[len(hostile) :]]
+    h.seen_valid |= {body["session_id"] for body, _ in valid}  # their events may come late
     for message in queue:
         await h.publish(message.body, headers=message.headers, content_type=message.content_type)
+    try:
+        await check_batch(h, marks, valid)
+    finally:  # a failing example must not leave live sessions filling the shared worker's slots
+        for body, _ in valid:
+            await h.stop_session(body["session_id"])
+        await poll_until(
+            lambda: all(
+                h.terminal(b["session_id"])
+                for b, _ in valid
+                if "ready" in h.statuses(b["session_id"])
+            ),
+            10,
+        )
+        await h.dead_letters(10_000, timeout_s=0.3)  # nothing left over for the next example
+
+
+async def check_batch(
+    h: ReliabilityHarness,
+    marks: dict[str, Hostile],
+    valid: list[tuple[dict[str, Any], Hostile]],
+) -> None:
     for body, message in valid:
-        ready = await h.wait_for(body["session_id"], "ready", timeout_s=20)
+        ready = await h.wait_for(body["session_id"], "ready", timeout_s=10)
         attempt = message.headers.get("x-avatar-attempt", 1)
         assert ready["attempt"] == expected_attempt(attempt), (attempt, ready["attempt"])
-    dead = await h.dead_letters(len(hostile), timeout_s=15)
+    dead = await h.dead_letters(len(marks), timeout_s=15)
     by_mark = {str(d.headers.get(MARK)): d for d in dead}
-    assert set(by_mark) == set(marks), f"dead-lettered {len(dead)} of {len(hostile)}"
+    extra = set(by_mark) - set(marks)
+    assert not extra & h.seen_marks, f"dead-lettered twice: {sorted(extra & h.seen_marks)}"
+    assert set(by_mark) == set(marks), (
+        f"dead-lettered {len(dead)} of {len(marks)}; unexpected {sorted(extra)}, "
+        f"missing {sorted(set(marks) - set(by_mark))}"
+    )
+    h.seen_marks |= set(marks)
     for mark, message in marks.items():
         delivery = by_mark[mark]
         assert delivery.body == message.body
@@ -208,9 +236,8 @@ async def send_batch(
         await h.wait_for(body["session_id"], "ended")
     for app, task in h.workers:
         assert not task.done(), f"worker {app.settings.worker_id} exited: {task.exception()!r}"
-    valid_ids = {body["session_id"] for body, _ in valid}
-    assert {e["session_id"] for e in h.events} <= valid_ids | h.seen_valid, "event for a bad job"
-    h.seen_valid |= valid_ids
+    strangers = {e["session_id"] for e in h.events} - h.seen_valid
+    assert not strangers, f"events for sessions no valid job named: {sorted(strangers)}"
 
 
 def valid_job() -> tuple[dict[str, Any], Hostile]:
@@ -384,3 +411,18 @@ async def test_invalid_job_with_headers_near_the_frame_limit_is_dead_lettered_on
     good = job()
     await h.publish(good)
     await h.wait_for(good["session_id"], "ready")
+
+
+@pytest.mark.parametrize(
+    "attempt", [0, -1, "0", 0.7, 2.5], ids=["zero", "negative", "zero-string", "float", "float-2.5"]
+)
+async def test_valid_job_with_a_non_positive_attempt_header_starts_as_attempt_1(
+    h: ReliabilityHarness, attempt: Any
+) -> None:
+    """A valid job whose `x-avatar-attempt` header is 0 or negative (a producer's off-by-one) is
+    started like a first delivery: `accepted` and `ready` with attempt 1."""
+    await h.start_worker()
+    body = job()
+    await h.publish(body, headers={"x-avatar-attempt": attempt})
+    ready = await h.wait_for(body["session_id"], "ready", timeout_s=15)
+    assert ready["attempt"] == 1

@@ -197,11 +197,11 @@ class Reaper:
         return sid if _SESSION_ID.match(sid) else None
 
     async def _finish(self, orphan: Orphan, lapsed: dict[str, Any] | None = None) -> None:
+        """End what the session left at the providers and, if its outcome is not out yet,
+        publish `ended(worker_lost)` from its record. Only a session whose outcome is known to
+        be out is remembered as reaped: without a record (its lease has lapsed and is on its
+        way to a reaper), the lease path publishes the outcome later."""
         sid = orphan.session_id
-        already = sid in self._reaped
-        self._reaped[sid] = None
-        while len(self._reaped) > REMEMBERED_REAPS:
-            self._reaped.popitem(last=False)
         log.warning(
             "reaper.orphan",
             session_id=sid,
@@ -215,15 +215,18 @@ class Reaper:
             for name in orphan.room_names | {room_name_for(sid, self._prefix)}:
                 await self._daily.delete_room(name)
         record = await self._broker.read_record(sid) or lapsed
-        if already:
+        if sid in self._reaped:
             log.info("reaper.late_resources_released", session_id=sid)  # outcome already out
-        elif record is None:
-            log.warning("reaper.no_record", session_id=sid)
-        elif record.get("finished"):
-            log.info("reaper.late_conversation_ended", session_id=sid)  # its outcome is out
-        else:
+            return
+        if record is None:
+            log.info("reaper.outcome_left_to_lease", session_id=sid)
+            return
+        if not record.get("finished"):
             await self._events.ended(self._route(record), "worker_lost", self._age(record))
             await self._broker.finish_record(sid, record)
+        self._reaped[sid] = None
+        while len(self._reaped) > REMEMBERED_REAPS:
+            self._reaped.popitem(last=False)
 
     def _route(self, record: dict[str, Any]) -> EventRoute:
         return EventRoute(

@@ -40,16 +40,18 @@ FORCED_STOP_TIMEOUT_S = 5.0
 
 def pipecat_daily_unavailable_reason(settings: Settings) -> str | None:
     """Why this worker cannot run pipecat_daily sessions (None when it can)."""
-    from pipelines.availability import daily_availability
-
-    ok, reason = daily_availability()
-    if not ok:
-        return reason or "daily-python cannot be imported"
+    # The cheap checks first: importing Pipecat and daily-python costs ~34 MB and ~1 s, which a
+    # worker that cannot run pipecat_daily anyway should not pay.
     if settings.daily_api_key is None:
         return "DAILY_API_KEY is not set"
     missing = settings.provider_config().missing_settings()
     if missing:
         return f"the pipeline's provider settings are not set: {', '.join(missing)}"
+    from pipelines.availability import daily_availability
+
+    ok, reason = daily_availability()
+    if not ok:
+        return reason or "daily-python cannot be imported"
     if settings.worker_warm_processes == 0 and settings.worker_max_sessions == 0:
         return "WORKER_WARM_PROCESSES and WORKER_MAX_SESSIONS leave no process for a pipeline"
     return None

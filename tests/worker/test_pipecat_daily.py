@@ -142,8 +142,9 @@ def test_without_daily_python_the_worker_imports_and_auto_says_why() -> None:
         from worker.app import pipecat_daily_unavailable_reason
         from worker.modes import ModeResolver
         from worker.settings import Settings
-        reason = pipecat_daily_unavailable_reason(
-            Settings(_env_file=None, daily_api_key=SecretStr("k")))
+        keys = {name: SecretStr("k") for name in (
+            "daily_api_key", "deepgram_api_key", "openai_api_key", "cartesia_api_key")}
+        reason = pipecat_daily_unavailable_reason(Settings(_env_file=None, **keys))
         resolution = ModeResolver({"phoenix_rest": object()}, default_mode="auto",
                                   unavailable={"pipecat_daily": reason}).resolve("auto")
         print(resolution.mode, "|", resolution.fallback_reason)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -155,7 +154,6 @@ class BrokerProxy:
 class ReliabilityHarness(Harness):
     """The worker harness plus broker faults, captured worker stderr and the promise's checks."""
 
-    stderr_lines: dict[int, list[str]] = field(default_factory=dict)
     extra_queues: set[str] = field(default_factory=set)
     proxies: list[BrokerProxy] = field(default_factory=list)
     seen_valid: set[str] = field(default_factory=set)
@@ -195,38 +193,7 @@ class ReliabilityHarness(Harness):
 
     async def spawn_capturing(self, **overrides: Any) -> asyncio.subprocess.Process:
         """A real `avatar-worker run` process whose every stderr line is kept in `stderr_lines`."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "worker.cli",
-            "run",
-            env=self.env(**overrides),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        self.processes.append(proc)
-        lines: list[str] = []
-        self.stderr_lines[proc.pid] = lines
-        started = asyncio.Event()
-
-        async def read() -> None:
-            assert proc.stderr is not None
-            while line := await proc.stderr.readline():
-                text = line.decode(errors="replace")
-                lines.append(text)
-                if "worker.started" in text:
-                    started.set()
-
-        reader = asyncio.create_task(read())
-        self._drains.append(reader)
-        waiter = asyncio.create_task(started.wait())
-        done, _ = await asyncio.wait({reader, waiter}, timeout=45, return_when="FIRST_COMPLETED")
-        if waiter not in done:
-            waiter.cancel()
-            raise AssertionError(
-                "worker process did not start within 45 s:\n" + "".join(lines[-20:])
-            )
-        return proc
+        return await self.spawn_worker_process(**overrides)
 
     # --- the promise ----------------------------------------------------------------------
     def terminal(self, session_id: str) -> list[dict[str, Any]]:

@@ -45,6 +45,7 @@ class Harness:
     workers: list[tuple[WorkerApp, asyncio.Task[None]]] = field(default_factory=list)
     processes: list[asyncio.subprocess.Process] = field(default_factory=list)
     _drains: list[asyncio.Task[None]] = field(default_factory=list)
+    stderr_lines: dict[int, list[str]] = field(default_factory=dict)
     connection: aio_pika.abc.AbstractRobustConnection | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -124,7 +125,8 @@ class Harness:
         return env
 
     async def spawn_worker_process(self, **overrides: Any) -> asyncio.subprocess.Process:
-        """A real `avatar-worker run` process; returns once it logs that it consumes jobs."""
+        """A real `avatar-worker run` process; returns once it logs that it consumes jobs.
+        Every stderr line it writes is kept in `stderr_lines[pid]`."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -135,26 +137,28 @@ class Harness:
             stderr=asyncio.subprocess.PIPE,
         )
         self.processes.append(proc)
-        assert proc.stderr is not None
+        lines: list[str] = []
+        self.stderr_lines[proc.pid] = lines
+        started = asyncio.Event()
 
-        async def started() -> None:
+        async def read() -> None:
             assert proc.stderr is not None
-            while True:
-                line = await proc.stderr.readline()
-                if not line:
-                    raise AssertionError("worker process exited before it started")
-                if b"worker.started" in line:
-                    return
+            while line := await proc.stderr.readline():
+                text = line.decode(errors="replace")
+                lines.append(text)
+                if "worker.started" in text:
+                    started.set()
 
-        await asyncio.wait_for(started(), 30)
-        self._drains.append(asyncio.create_task(self._drain(proc)))
+        reader = asyncio.create_task(read())
+        self._drains.append(reader)
+        waiter = asyncio.create_task(started.wait())
+        done, _ = await asyncio.wait({reader, waiter}, timeout=45, return_when="FIRST_COMPLETED")
+        if waiter not in done:
+            waiter.cancel()
+            raise AssertionError(
+                "worker process did not start within 45 s:\n" + "".join(lines[-20:])
+            )
         return proc
-
-    @staticmethod
-    async def _drain(proc: asyncio.subprocess.Process) -> None:
-        assert proc.stderr is not None
-        while await proc.stderr.readline():
-            pass
 
     async def start_worker(self, **overrides: Any) -> WorkerApp:
         app = WorkerApp(self.settings(**overrides))

@@ -1,10 +1,19 @@
 """The floor for intake throughput: a bare aio-pika consumer making the worker's phoenix_rest calls
-(find-by-name lookup over active then ended conversations, create conversation) and publishing the
-same accepted/ready events (events exchange + reply_to, publisher confirms), acking after ready.
+(create conversation; for a redelivered job first a find-by-name lookup over active then ended
+conversations, as the worker does) and publishing the same accepted/ready events (events exchange +
+reply_to, publisher confirms), acking after ready.
 
-No claim queue, no session record, no validation, no logging, no following: everything the worker
-does beyond this is its price for correctness. Configured by environment (see `main`); prints
-"intake.consuming" to stderr once it consumes.
+Two variants, both measured by bench/run.py in the same run:
+
+- bare (default): no claim, no session record. The floor of a consumer with none of the worker's
+  cross-worker guarantees; the gap to it is the price of those guarantees plus the worker's own.
+- `BASELINE_GUARANTEES=1`: the same broker bookkeeping the worker needs for the contract's
+  guarantees, written bare: the session's claim (an exclusive queue; a copy held elsewhere is
+  acked and skipped), its durable record queue (read for a finished note) and the leased note in
+  it before the conversation is created. No validation, logging, metrics, retries or following:
+  the gap to it is the worker's own overhead.
+
+Configured by environment (see `main`); prints "intake.consuming" to stderr once it consumes.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ import httpx
 
 PAGE = 100
 ENDED_PAGES = 10
+RECORD_EXPIRES_MS = (14400 + 3600) * 1000  # as worker.broker
+LEASE_S = 60
 
 
 class Baseline:
@@ -31,7 +42,16 @@ class Baseline:
         events: aio_pika.abc.AbstractExchange,
         replica_id: str,
         prefix: str,
+        *,
+        guarantees: bool = False,
+        jobs_queue: str = "",
+        bookkeeping: aio_pika.abc.AbstractChannel | None = None,
+        connection: aio_pika.abc.AbstractConnection | None = None,
     ) -> None:
+        self.connection = connection
+        self.guarantees = guarantees
+        self.jobs_queue = jobs_queue
+        self.bookkeeping = bookkeeping
         self.http = http
         self.channel = channel
         self.events = events
@@ -111,11 +131,21 @@ class Baseline:
             "metadata": job.get("metadata"),
             "mode": "phoenix_rest",
         }
-        found = await self.find(self.prefix + sid)
+        had_record = False
+        if self.guarantees:
+            claimed, had_record, finished = await self.claim_and_read(sid)
+            if not claimed or finished:
+                await message.ack()
+                return
+        # Like the worker: a first delivery with no record cannot have a conversation yet, so
+        # only a redelivered job (or one with a record) is looked up.
+        found = await self.find(self.prefix + sid) if message.redelivered or had_record else None
         if found is not None and found[1]:
             await message.ack()
             return
         await self.publish(message, {**common, "status": "accepted", "at": now()})
+        if self.guarantees:
+            await self.write_note(sid, {**common, "reply_to": message.reply_to})
         reply = await self.http.post(
             "/conversations",
             json={
@@ -141,6 +171,47 @@ class Baseline:
         )
         await message.ack()
 
+    async def claim_and_read(self, sid: str) -> tuple[bool, bool, bool]:
+        """(claimed here, a record exists, the record says finished)."""
+        assert self.bookkeeping is not None
+        try:
+            await self.bookkeeping.declare_queue(
+                f"{self.jobs_queue}.live.{sid}", exclusive=True, auto_delete=False, robust=False
+            )
+        except aio_pika.exceptions.ChannelLockedResource:
+            # The server closed the channel; a duplicate is rare, so a new one is fine.
+            assert self.connection is not None
+            self.bookkeeping = await self.connection.channel(publisher_confirms=True)
+            return False, False, False
+        record = await self.bookkeeping.declare_queue(
+            f"{self.jobs_queue}.record.{sid}",
+            durable=True,
+            arguments={
+                "x-expires": RECORD_EXPIRES_MS,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": f"{self.jobs_queue}.lost",
+            },
+            robust=False,
+        )
+        if not record.declaration_result.message_count:
+            return True, False, False
+        note = await record.get(no_ack=False, fail=False)
+        if note is None:
+            return True, False, False
+        await note.nack(requeue=True)
+        return True, True, bool(json.loads(note.body).get("finished"))
+
+    async def write_note(self, sid: str, note: dict[str, Any]) -> None:
+        assert self.bookkeeping is not None
+        await self.bookkeeping.default_exchange.publish(
+            aio_pika.Message(
+                json.dumps(note).encode(),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                expiration=LEASE_S,
+            ),
+            routing_key=f"{self.jobs_queue}.record.{sid}",
+        )
+
 
 def now() -> str:
     return datetime.now(UTC).isoformat()
@@ -160,8 +231,17 @@ async def main() -> None:
     ) as http:
         replica = env["TAVUS_DEFAULT_REPLICA_ID"]
         (await http.get(f"/replicas/{replica}")).raise_for_status()  # the worker caches it too
+        guarantees = env.get("BASELINE_GUARANTEES") == "1"
         baseline = Baseline(
-            http, channel, events, replica, env.get("WORKER_SESSION_NAME_PREFIX", "aw-")
+            http,
+            channel,
+            events,
+            replica,
+            env.get("WORKER_SESSION_NAME_PREFIX", "aw-"),
+            guarantees=guarantees,
+            jobs_queue=env["AMQP_JOBS_QUEUE"],
+            bookkeeping=await connection.channel(publisher_confirms=True) if guarantees else None,
+            connection=connection,
         )
         await queue.consume(baseline.on_message)
         print('{"event": "intake.consuming"}', file=sys.stderr, flush=True)

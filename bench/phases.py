@@ -119,29 +119,47 @@ async def broker_round_trip(b: Bench) -> list[float]:
     return samples
 
 
-async def start_overhead_phoenix(b: Bench, *, history: int = 0) -> None:
-    cfg = b.cfg
-    n = cfg.history_n if history else cfg.overhead_n
-    topo = b.topology("overhead")
+async def _overhead_run(
+    b: Bench, n: int, history: int, baseline: str | None
+) -> tuple[list[float], list[float]]:
+    """(published → ready, published → accepted) of n jobs at the steady rate, 50 ms injected
+    on the create; consumed by the worker, or by bench/baseline.py in a BASELINES variant."""
+    from load import BASELINES  # load imports this module
+
+    topo = b.topology("overhead" if baseline is None else f"overhead-{baseline}")
     await b.sim.reset()
     if history:
         await b.sim.seed_ended(history)
-    injected_s = 0.05
-    await b.sim.latency("POST /v2/conversations", injected_s)
+    await b.sim.latency("POST /v2/conversations", INJECTED_S)
     producer = Producer(b.connection, topo)
     await producer.start()
-    worker = await b.worker(topo, f"{topo.jobs_queue}-w", worker_max_sessions=n + 10)
-    b.idle_rss_mb.append(rss_mb(worker.pid))
+    if baseline is None:
+        worker = await b.worker(topo, f"{topo.jobs_queue}-w", worker_max_sessions=n + 10)
+        b.idle_rss_mb.append(rss_mb(worker.pid))
+    else:
+        env = worker_env(topo, b.sim, f"{topo.jobs_queue}-b", worker_max_sessions=n + 10)
+        env.update(BASELINES[baseline])
+        worker = WorkerProcess([sys.executable, str(REPO / "bench" / "baseline.py")], env)
+        await worker.start()
     sids = session_ids("o", n)
     try:
-        await producer.publish_at_rate(sids, cfg.overhead_rate_per_s)
+        await producer.publish_at_rate(sids, b.cfg.overhead_rate_per_s)
         await producer.wait_all(sids, "ready", 60 + n / 5)
     finally:
         await worker.stop()
         await producer.aclose()
         await delete_topology(b.connection, topo, sids)
-    ready = [s - injected_s for s in latencies(producer, sids)]
-    accepted = latencies(producer, sids, "accepted")
+    ready = [s - INJECTED_S for s in latencies(producer, sids)]
+    return ready, latencies(producer, sids, "accepted")
+
+
+INJECTED_S = 0.05
+
+
+async def start_overhead_phoenix(b: Bench, *, history: int = 0) -> None:
+    cfg = b.cfg
+    n = cfg.history_n if history else cfg.overhead_n
+    ready, accepted = await _overhead_run(b, n, history, None)
     label = f", account with {history:,} ended conversations" if history else ""
     b.add(
         "1. start overhead",
@@ -149,11 +167,24 @@ async def start_overhead_phoenix(b: Bench, *, history: int = 0) -> None:
         f"{pcts(ready)} ms",
         f"{n} jobs at {cfg.overhead_rate_per_s:g}/s, {len(ready)} ready",
     )
-    if not history:
+    if history:
+        return
+    b.add(
+        "1. start overhead",
+        "phoenix_rest: published → accepted (p50/p95/p99)",
+        f"{pcts(accepted)} ms",
+    )
+    for variant, label in (
+        ("guarded", "baseline with the same guarantees"),
+        ("bare", "bare consumer (no claim, no record)"),
+    ):
+        base_ready, _ = await _overhead_run(b, n, 0, variant)
         b.add(
             "1. start overhead",
-            "phoenix_rest: published → accepted (p50/p95/p99)",
-            f"{pcts(accepted)} ms",
+            f"{label}: published → ready − 50 ms (p50/p95/p99)",
+            f"{pcts(base_ready)} ms",
+            f"bench/baseline.py, same jobs and rate; worker p50 − this p50 = "
+            f"{(statistics.median(ready) - statistics.median(base_ready)) * 1000:.1f} ms",
         )
 
 

@@ -229,13 +229,16 @@ class SessionManager:
             return admitted
         resolution, existing = admitted
         job, route, runner = state.job, state.route, resolution.runner
-        await self._events.accepted(route)
         state.runner = runner
-        # The note goes first: once anything can exist at the providers, a reaper can find it.
-        await self._settle_record(asyncio.create_task(self._write_record(state)))
+        # `accepted` and the session's note go out together (one broker round trip less on every
+        # start). The note is confirmed before any provider call: once anything can exist at
+        # the providers, a reaper can find it. `accepted` is confirmed before any later event.
+        accepted = asyncio.create_task(self._events.accepted(route))
         try:
+            await self._settle_record(asyncio.create_task(self._write_record(state)))
             state.live, fallback_reason = await self._provision(state, resolution, existing)
         except _StopDuringStart:
+            await accepted
             if state.is_abandoned:
                 return Outcome("requeue", reason="abandoned: another worker owns it")
             await self._cleanup(state.runner, job)
@@ -243,7 +246,16 @@ class SessionManager:
             await self._events.ended(route, state.stop_reason or "stopped", self._age(state))
             return Outcome("ack", reason="stopped while starting")
         except (ProviderError, SessionFailure) as exc:
+            await accepted
             return await self._start_failure(state, state.runner, exc)
+        except asyncio.CancelledError:
+            accepted.cancel()
+            raise
+        except Exception:
+            with contextlib.suppress(Exception):  # the crash path publishes `failed` after it
+                await accepted
+            raise
+        await accepted
         ready = state.live.ready
         if self._metrics is not None:
             self._metrics.observe_ready_latency(

@@ -2,7 +2,9 @@
 
 ``transport.input → stt → user aggregator (Silero VAD) → llm → tts → Tavus → transport.output →
 assistant aggregator``. The transport and the services come from small factories so tests can
-pass fakes; Daily and Tavus classes are imported only inside the default factories.
+pass fakes; Daily and Tavus classes are imported only inside the default factories. The VAD and
+smart-turn analyzers can be built ahead of time (`TurnAnalyzers`): a warm session process does so
+while it waits, since their ONNX sessions are most of what building a pipeline costs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Protocol
 
 import aiohttp
 import structlog
+from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer
 from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer
 from pipecat.frames.frames import LLMRunFrame, TTSSpeakFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -24,6 +28,11 @@ from pipecat.processors.aggregators.llm_response_universal import (
 )
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import (
+    UserTurnStrategies,
+    default_user_turn_start_strategies,
+)
 from pydantic import SecretStr
 
 from pipelines.availability import daily_availability
@@ -42,6 +51,7 @@ __all__ = [
     "ServiceFactory",
     "SessionSpec",
     "TransportFactory",
+    "TurnAnalyzers",
     "build_pipeline",
     "daily_transport",
 ]
@@ -155,6 +165,37 @@ def daily_transport(spec: SessionSpec) -> BaseTransport:
     return transport
 
 
+class TurnAnalyzers:
+    """One session's Silero VAD and smart-turn v3 analyzers, built ahead of `build_pipeline`.
+
+    Each holds an onnxruntime InferenceSession, whose creation is most of the CPU a pipeline
+    build takes. The analyzers also keep per-stream state (VAD state and model state, the turn's
+    audio buffer, the sample rate) that Pipecat never resets between pipelines, so a set serves
+    exactly one pipeline: `build_pipeline` claims it and refuses it a second time.
+    """
+
+    def __init__(self, vad: VADAnalyzer, turn: BaseTurnAnalyzer) -> None:
+        self.vad = vad
+        self.turn = turn
+        self.claimed = False
+
+    @classmethod
+    def create(cls) -> TurnAnalyzers:
+        """The analyzers `build_pipeline` makes when given none: Silero VAD and Pipecat's
+        default end-of-turn model, LocalSmartTurnAnalyzerV3."""
+        from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+
+        return cls(SileroVADAnalyzer(), LocalSmartTurnAnalyzerV3())
+
+    def claim(self) -> None:
+        """Mark the set as used by a pipeline; raises ValueError if one already used it."""
+        if self.claimed:
+            raise ValueError(
+                "these turn analyzers already served a pipeline (state is per session)"
+            )
+        self.claimed = True
+
+
 @dataclass
 class BuiltPipeline:
     """One session's pipeline, ready for `pipelines.session.run_session`.
@@ -181,18 +222,21 @@ async def build_pipeline(
     *,
     services: ServiceFactory | None = None,
     transport_factory: TransportFactory | None = None,
+    analyzers: TurnAnalyzers | None = None,
 ) -> BuiltPipeline:
     """Build the pipeline and its PipelineWorker for one session (nothing connects yet).
 
+    ``analyzers``, when given, replace the VAD and smart-turn analyzers built here (see
+    `TurnAnalyzers`); without them the pipeline builds its own, as Pipecat's defaults do.
     With the default factories, raises `DailyUnavailableError` where daily-python cannot run
     and `ProviderConfigError` when a provider key is missing.
     """
     services = services or _default_services(spec)
+    if analyzers is not None:
+        analyzers.claim()
     transport = (transport_factory or daily_transport)(spec)
     context = LLMContext(messages=[{"role": "system", "content": spec.system_message()}])
-    user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
-        context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
-    )
+    user_aggregator, assistant_aggregator = _aggregators(context, analyzers)
     stt, llm, tts = services.create_stt(spec), services.create_llm(spec), services.create_tts(spec)
     connection = AvatarConnection()
     http = aiohttp.ClientSession(
@@ -234,6 +278,26 @@ async def build_pipeline(
     built = BuiltPipeline(spec, pipeline, worker, transport, context, connection, http)
     _greet_on_first_participant(built)
     return built
+
+
+def _aggregators(context: LLMContext, analyzers: TurnAnalyzers | None) -> LLMContextAggregatorPair:
+    """The context aggregators; the user one with Silero VAD and Pipecat's default turn strategies."""
+    if analyzers is None:
+        return LLMContextAggregatorPair(
+            context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
+        )
+    # Pipecat's default strategies, around the prebuilt smart-turn analyzer.
+    strategies = UserTurnStrategies(
+        start=default_user_turn_start_strategies(),
+        stop=[TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzers.turn)],
+    )
+    params = LLMUserAggregatorParams(vad_analyzer=analyzers.vad, user_turn_strategies=strategies)
+    pair = LLMContextAggregatorPair(context, user_params=params)
+    # The user aggregator took the strategies in its constructor. Pipecat reads a set
+    # user_turn_strategies later as "chosen by the user", which overrules strategies a service
+    # recommends (e.g. Deepgram Flux); cleared, they stay defaults, as without prebuilt analyzers.
+    params.user_turn_strategies = None
+    return pair
 
 
 def _greet_on_first_participant(built: BuiltPipeline) -> None:

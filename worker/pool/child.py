@@ -1,5 +1,8 @@
 """The session process (`python -m worker.pool.child`): preloads Pipecat, then runs one session.
 
+Warm-up also builds that session's VAD and smart-turn analyzers (`TurnAnalyzers`): their ONNX
+sessions are most of a pipeline build's CPU, paid here before the start command instead of after.
+
 Speaks `worker.pool.protocol` on stdin/stdout and logs JSON lines to stderr. The parent owns
 signals: SIGINT/SIGTERM are ignored here, and EOF on stdin (the parent went away) stops the session.
 """
@@ -21,7 +24,13 @@ from typing import IO
 import structlog
 
 from pipelines.errors import PipelineError
-from pipelines.factory import ServiceFactory, SessionSpec, TransportFactory, build_pipeline
+from pipelines.factory import (
+    ServiceFactory,
+    SessionSpec,
+    TransportFactory,
+    TurnAnalyzers,
+    build_pipeline,
+)
 from pipelines.session import SessionEnded, SessionOutcome, run_session
 from worker.logs import REDACTOR, configure_logging
 from worker.pool.protocol import (
@@ -112,10 +121,18 @@ class CommandReader:
 class ChildMain:
     """One process, one session: warm → (start → ready → ended|failed) → exit."""
 
-    def __init__(self, out: MessageOut, *, heartbeat_s: float, hook: FactoryHook | None) -> None:
+    def __init__(
+        self,
+        out: MessageOut,
+        *,
+        heartbeat_s: float,
+        hook: FactoryHook | None,
+        analyzers: TurnAnalyzers | None = None,
+    ) -> None:
         self._out = out
         self._heartbeat_s = heartbeat_s
         self._hook = hook
+        self._analyzers = analyzers  # built during warm-up, for the first session only
 
     async def run(self, warm_s: float) -> int:
         commands = CommandReader(asyncio.get_running_loop(), sys.stdin.fileno())
@@ -171,10 +188,12 @@ class ChildMain:
         async def on_ready(conversation_id: str) -> None:
             self._out.send(Ready(conversation_id=conversation_id))
 
+        # Analyzer state is per session: a session after the first builds its own.
+        analyzers, self._analyzers = self._analyzers, None
         try:
             services, transport_factory = self._hook(spec) if self._hook else (None, None)
             built = await build_pipeline(
-                spec, services=services, transport_factory=transport_factory
+                spec, services=services, transport_factory=transport_factory, analyzers=analyzers
             )
             outcome = await run_session(
                 built,
@@ -210,11 +229,10 @@ def _read_some(fd: int) -> bytes:
         return b""
 
 
-def preload() -> None:
+def preload() -> TurnAnalyzers | None:
     """Import what a session needs beyond this module's imports (Pipecat's pipeline and runner),
-    and load the Silero model, so a session starts fast."""
-    from pipecat.audio.vad.silero import SileroVADAnalyzer
-
+    and build the session's VAD and smart-turn analyzers (None if that failed: the session then
+    builds its own, and meets the same error there), so a session starts fast."""
     from pipelines.availability import daily_availability
 
     available, reason = daily_availability()  # imports DailyTransport and TavusVideoService
@@ -226,7 +244,11 @@ def preload() -> None:
             importlib.import_module(f"pipecat.{module}")
         except ImportError as exc:
             log.warning("child.preload_failed", module=module, error=str(exc))
-    SileroVADAnalyzer()  # loads onnxruntime and the model
+    try:
+        return TurnAnalyzers.create()  # loads onnxruntime and both models
+    except Exception as exc:
+        log.warning("child.analyzers_failed", error=repr(exc))
+        return None
 
 
 def load_hook(target: str) -> FactoryHook:
@@ -255,9 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
     configure_logging(level=args.log_level, fmt="json", stream=sys.stderr)
-    preload()
+    analyzers = preload()
     hook = load_hook(args.factories) if args.factories else None
-    child = ChildMain(out, heartbeat_s=args.heartbeat_s, hook=hook)
+    child = ChildMain(out, heartbeat_s=args.heartbeat_s, hook=hook, analyzers=analyzers)
     spawned_at = args.spawned_at if args.spawned_at is not None else started
     return asyncio.run(child.run(max(0.0, time.time() - spawned_at)))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,9 @@ class BrokerUnavailable(Exception):
 # and a bound on concurrent record RPCs, so a burst of starts queues instead of timing out.
 RECORD_EXPIRES_S = 14400 + 3600
 BOOKKEEPING_CONCURRENCY = 32
+# The lease of a note that carries a session's outcome (see `write_outcome`): it only runs out
+# when the publisher died (or the broker is away) between the event and `finish_record`.
+OUTCOME_LEASE_S = 10.0
 
 # What a broker call can raise when the connection or channel is gone; callers that can live
 # without the call (cleanup, best-effort notes) catch exactly these and log them.
@@ -425,23 +428,55 @@ class Broker:
             if not channel.is_closed:
                 await channel.close()
 
+    async def write_outcome(
+        self,
+        session_id: str,
+        record: dict[str, Any],
+        *,
+        lease_s: float,
+        patience_s: float = 60.0,
+    ) -> None:
+        """Replace the session's note with one carrying its outcome (`record["outcome"]`: the
+        terminal event, exactly as it is about to be published), under a lease of at most
+        OUTCOME_LEASE_S. Written before the event goes out: if the publisher dies before
+        `finish_record`, the reaper that gets the lapsed note republishes that same event (a copy
+        consumers can dedupe), never another outcome. Waits out a broker outage like
+        `finish_record`."""
+        lease_s = min(lease_s, OUTCOME_LEASE_S)
+        await self._patiently(
+            lambda: self._write_record(session_id, record, lease_s=lease_s, replace=True),
+            "write the session's outcome",
+            patience_s,
+        )
+
     async def finish_record(
         self, session_id: str, record: dict[str, Any], *, patience_s: float = 60.0
     ) -> None:
         """Mark the session's note finished, with no lease (the queue expires by itself later): a
         copy of the job that arrives meanwhile, on any worker, is known for a duplicate. Waits
         out a broker outage (up to `patience_s`): a note left unfinished would make a reaper
-        publish a second outcome."""
+        publish its outcome again."""
+        await self._patiently(
+            lambda: self._finish_record(session_id, record),
+            "finish the session record",
+            patience_s,
+        )
+
+    async def _patiently(
+        self, op: Callable[[], Awaitable[None]], what: str, patience_s: float
+    ) -> None:
+        """Run a record operation, again every second while the broker is away (up to
+        `patience_s`); then BrokerUnavailable."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + patience_s
         while True:
             try:
-                await self._finish_record(session_id, record)
+                await op()
                 return
             except CHANNEL_ERRORS as exc:
                 self._records_channel = None
                 if loop.time() > deadline:
-                    raise BrokerUnavailable(f"could not finish the session record ({exc})") from exc
+                    raise BrokerUnavailable(f"could not {what} ({exc})") from exc
                 await asyncio.sleep(1.0)
 
     async def _finish_record(self, session_id: str, record: dict[str, Any]) -> None:
@@ -449,8 +484,9 @@ class Broker:
             channel = await self._records()
             name = self.topo.record_queue(session_id)
             await (await channel.get_queue(name, ensure=False)).purge()
+            note = {k: v for k, v in record.items() if k != "outcome"}  # out: keep it small
             await channel.default_exchange.publish(
-                json_message({**record, "finished": True}),
+                json_message({**note, "finished": True}),
                 routing_key=name,
                 mandatory=False,
                 timeout=PUBLISH_TIMEOUT_S,

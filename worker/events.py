@@ -28,6 +28,8 @@ from worker.contract import (
 
 log = structlog.get_logger("worker.events")
 
+TerminalEvent = EndedEvent | FailedEvent
+
 PUBLISH_DEADLINE_S = 60.0  # longer than a broker restart or aio-pika's reconnect cycle
 PUBLISH_RETRY_DELAY_S = 0.5
 
@@ -68,6 +70,15 @@ class EventRoute:
         }
 
 
+def outcome_from_note(payload: dict[str, Any]) -> TerminalEvent:
+    """The terminal event a session's note carries (`outcome`, as `model_dump(mode="json")` gave
+    it), rebuilt so that publishing it again gives the same event: status, reason or error, `at`,
+    worker_id, attempt, duration, metadata, mode."""
+    if payload.get("status") == "failed":
+        return FailedEvent.model_validate(payload)
+    return EndedEvent.model_validate(payload)
+
+
 class EventPublisher:
     """Builds contract events for a route and publishes them with confirms, retrying briefly."""
 
@@ -86,22 +97,31 @@ class EventPublisher:
     async def retrying(self, route: EventRoute, error: EventError, delay_s: float) -> None:
         await self._send(route, RetryingEvent(**route.common(), error=error, delay_s=delay_s))
 
+    def ended_event(self, route: EventRoute, reason: EndReason, duration_s: float) -> EndedEvent:
+        return EndedEvent(**route.common(), reason=reason, duration_s=round(duration_s, 3))
+
+    def failed_event(self, route: EventRoute, error: EventError) -> FailedEvent:
+        return FailedEvent(**route.common(), error=error)
+
     async def ended(self, route: EventRoute, reason: EndReason, duration_s: float) -> None:
-        await self._send(
-            route, EndedEvent(**route.common(), reason=reason, duration_s=round(duration_s, 3))
-        )
+        await self.publish(route, self.ended_event(route, reason, duration_s))
 
     async def failed(self, route: EventRoute, error: EventError) -> None:
-        await self._send(route, FailedEvent(**route.common(), error=error))
+        await self.publish(route, self.failed_event(route, error))
 
     async def expired(self, route: EventRoute, not_after: datetime) -> None:
         await self._send(route, ExpiredEvent(**route.common(), not_after=not_after))
+
+    async def publish(self, route: EventRoute, event: TerminalEvent) -> bool:
+        """Publish an outcome built beforehand (or restored from a session's note, for a copy);
+        False when the route is silenced and nothing went out."""
+        return await self._send(route, event)
 
     async def _send(
         self,
         route: EventRoute,
         event: AcceptedEvent | ReadyEvent | RetryingEvent | EndedEvent | FailedEvent | ExpiredEvent,
-    ) -> None:
+    ) -> bool:
         status = event.status
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PUBLISH_DEADLINE_S
@@ -109,7 +129,7 @@ class EventPublisher:
         while True:
             if route.is_silenced:
                 log.info("events.silenced", status=status, session_id=route.session_id)
-                return
+                return False
             try:
                 await self._publish_once(route, event)
                 break
@@ -128,6 +148,7 @@ class EventPublisher:
         log.info(f"session.{status}", session_id=route.session_id, attempt=route.attempt)
         if self._on_event is not None:
             self._on_event(event.model_dump(mode="json"))
+        return True
 
     async def _publish_once(self, route: EventRoute, event: Any) -> None:
         """To the events exchange and, concurrently, to the job's reply_to queue."""

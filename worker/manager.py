@@ -20,7 +20,7 @@ import structlog
 from tavus.errors import ProviderError
 from worker.broker import BROKER_ERRORS, Broker
 from worker.contract import EndReason, EventError, SessionJob
-from worker.events import EventPublisher, EventRoute
+from worker.events import EventPublisher, EventRoute, TerminalEvent
 from worker.modes import ModeResolver, Resolution
 from worker.ops.metrics import Metrics
 from worker.sessions.base import Existing, LiveSession, SessionFailure, SessionRunner
@@ -62,6 +62,8 @@ class SessionState:
     had_record: bool = False  # an earlier attempt's note was there when this one started
     record: dict[str, Any] = field(default_factory=dict)
     is_abandoned: bool = False  # another worker owns it now: drop it without a word
+    outcome: TerminalEvent | None = None  # its `ended` or `failed`, once decided
+    is_outcome_out: bool = False  # this worker published it (confirmed)
     is_redelivered: bool = False  # RabbitMQ gave it back after a consumer vanished
 
     def request_stop(self, reason: EndReason) -> None:
@@ -242,8 +244,8 @@ class SessionManager:
             if state.is_abandoned:
                 return Outcome("requeue", reason="abandoned: another worker owns it")
             await self._cleanup(state.runner, job)
-            state.is_finished = True
-            await self._events.ended(route, state.stop_reason or "stopped", self._age(state))
+            reason = state.stop_reason or "stopped"
+            await self._conclude(state, self._events.ended_event(route, reason, self._age(state)))
             return Outcome("ack", reason="stopped while starting")
         except (ProviderError, SessionFailure) as exc:
             await accepted
@@ -293,7 +295,9 @@ class SessionManager:
         structlog.contextvars.bind_contextvars(mode=resolution.mode)
         record = await self._read_record(job.session_id)
         state.had_record = record is not None
-        if record is not None and record.get("finished"):
+        if record is not None and (record.get("finished") or record.get("outcome")):
+            # An outcome in the note: a worker decided it and published it or died trying (then
+            # a reaper republishes it when the note's lease runs out).
             state.is_finished = True
             log.info("session.duplicate_finished", source="record")
             return Outcome("ack", reason="duplicate: session already finished")
@@ -395,11 +399,8 @@ class SessionManager:
         broke = provider_end.exception() if provider_end in done else None
         if isinstance(broke, SessionFailure):  # e.g. the session's process crashed
             await self._release(live)
-            state.is_finished = True
-            await self._events.failed(
-                state.route,
-                EventError(code=broke.code, message=broke.message, retryable=broke.retryable),
-            )
+            error = EventError(code=broke.code, message=broke.message, retryable=broke.retryable)
+            await self._conclude(state, self._events.failed_event(state.route, error))
             return
         if broke is not None:
             raise broke
@@ -411,8 +412,7 @@ class SessionManager:
         else:
             reason = "max_duration"
         await self._release(live)
-        state.is_finished = True
-        await self._events.ended(state.route, reason, self._age(state))
+        await self._conclude(state, self._events.ended_event(state.route, reason, self._age(state)))
 
     async def _start_failure(
         self, state: SessionState, runner: SessionRunner, exc: ProviderError | SessionFailure
@@ -439,9 +439,9 @@ class SessionManager:
                 retryable=False,
                 message=f"{exc.message} (gave up after {route.attempt} attempts)",
             )
-            await self._events.failed(route, error)
+            await self._conclude(state, self._events.failed_event(route, error))
             return Outcome("dead_letter", reason=f"{exc.code} after {route.attempt} attempts")
-        await self._events.failed(route, error)
+        await self._conclude(state, self._events.failed_event(route, error))
         return Outcome("ack", reason=exc.code)
 
     async def _read_record(self, session_id: str) -> dict[str, Any] | None:
@@ -506,12 +506,33 @@ class SessionManager:
         if state.live is not None:
             await self._release(state.live)
         state.is_finished = True
+        if state.is_outcome_out:
+            return  # its one outcome is out already
         try:
-            await self._events.failed(
+            # An outcome decided already (its publishing is what broke) stays the outcome.
+            event = state.outcome or self._events.failed_event(
                 state.route, EventError(code=code, message=message, retryable=retryable)
             )
+            await self._conclude(state, event)
         except FAILED_EVENT_ERRORS as exc:
             log.error("session.failed_event_lost", error=type(exc).__name__)
+
+    async def _conclude(self, state: SessionState, event: TerminalEvent) -> None:
+        """Publish the session's one outcome (`ended` or `failed`). It goes into the session's
+        note first (one record write): a worker that dies between publishing it and
+        `finish_record` in `_forget` leaves a note from which a reaper republishes this very
+        event, not a second outcome (F12). A session another worker owns now (abandoned)
+        writes and publishes nothing."""
+        state.is_finished = True
+        state.outcome = event
+        route = state.route
+        if state.has_record and not route.is_silenced:
+            note = {**state.record, "outcome": event.model_dump(mode="json")}
+            try:
+                await self._broker.write_outcome(route.session_id, note, lease_s=self._lease_s)
+            except BROKER_ERRORS as exc:  # the running note stays: a reaper would say worker_lost
+                log.warning("session.outcome_note_failed", error=type(exc).__name__)
+        state.is_outcome_out = await self._events.publish(route, event)
 
     async def _release(self, live: LiveSession) -> None:
         try:
@@ -536,7 +557,9 @@ class SessionManager:
             while len(self._finished) > FINISHED_MEMORY:
                 self._finished.popitem(last=False)
         try:
-            if state.is_finished and state.has_record:
+            # Only an outcome this worker published: otherwise the note (with the outcome, if it
+            # got there) lapses and a reaper publishes it.
+            if state.is_outcome_out and state.has_record:
                 await self._broker.finish_record(sid, state.record)
             await self._broker.release_claim(sid)
         except BROKER_ERRORS as exc:

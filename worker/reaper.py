@@ -1,6 +1,7 @@
 """The reaper: a periodic, leader-free sweep (safe on every worker) that finishes sessions whose
 worker died — ends their Tavus conversations, deletes their Daily rooms, publishes `ended`
-(`worker_lost`) from the session's record.
+(`worker_lost`) from the session's record, or, when the record carries the outcome its worker
+was publishing as it died, that same event again (a copy, never a second outcome).
 
 A resource is ours when its name starts with the session-name prefix; it is an orphan when no live
 connection has held its session's claim queue for a grace period (a worker that is only
@@ -17,6 +18,7 @@ import random
 import re
 import time
 from collections import OrderedDict, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +30,7 @@ from tavus.daily import DailyClient, room_name_for
 from tavus.errors import NotFoundError, ProviderError
 from worker.broker import BROKER_ERRORS, Broker
 from worker.contract import SESSION_ID_PATTERN
-from worker.events import EventPublisher, EventRoute
+from worker.events import EventPublisher, EventRoute, outcome_from_note
 
 log = structlog.get_logger("worker.reaper")
 
@@ -44,6 +46,20 @@ class Orphan:
     session_id: str
     conversation_ids: list[str] = field(default_factory=list)
     room_names: set[str] = field(default_factory=set)
+
+
+def deciding_note(
+    current: dict[str, Any] | None, lapsed: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Which of a session's notes decides its outcome: the record queue's head (`current`) or the
+    lapsed one in hand. A finished note wins, then one that carries an outcome (a copy re-armed
+    without it, behind it, must not turn it into worker_lost), then the head."""
+    notes = [note for note in (current, lapsed) if note is not None]
+    for mark in ("finished", "outcome"):
+        for note in notes:
+            if note.get(mark):
+                return note
+    return notes[0] if notes else None
 
 
 class Reaper:
@@ -88,22 +104,38 @@ class Reaper:
         await queue.consume(self._on_lapsed)
 
     async def _on_lapsed(self, message: AbstractIncomingMessage) -> None:
+        settled = False
+
+        async def settle() -> None:
+            nonlocal settled
+            if not settled:
+                settled = True
+                with contextlib.suppress(*BROKER_ERRORS):
+                    await message.ack()
+
         try:
             record = json.loads(message.body)
-            await self.lease_lapsed(record)
+            await self.lease_lapsed(record, settle=settle)
         except (ValueError, KeyError, TypeError) as exc:
             log.error("reaper.bad_record", error=type(exc).__name__)
         except SWEEP_ERRORS as exc:
             log.warning("reaper.lease_check_failed", error=str(exc) or type(exc).__name__)
+            if settled:
+                return  # the session's note carries its outcome now, under its own lease
             await asyncio.sleep(min(self._lease_s, 5.0))
             with contextlib.suppress(*BROKER_ERRORS):
                 await message.nack(requeue=True)
             return
-        with contextlib.suppress(*BROKER_ERRORS):
-            await message.ack()
+        await settle()
 
-    async def lease_lapsed(self, record: dict[str, Any]) -> bool:
-        """Handle one lapsed record; True when it finished the session (worker_lost)."""
+    async def lease_lapsed(
+        self, record: dict[str, Any], *, settle: Callable[[], Awaitable[None]] | None = None
+    ) -> bool:
+        """Handle one lapsed record; True when it finished the session (its outcome is out).
+        `settle` (ack the lapsed note) is called as soon as the record queue holds a note with
+        the outcome this reaper is about to publish: from then on that note is the session's
+        only one, so a reaper that dies while publishing leaves no stale note behind to be
+        finished differently."""
         sid = str(record["session_id"])
         if sid in self._reaped:
             return False
@@ -132,7 +164,7 @@ class Reaper:
                     f"{self._prefix}{sid}", status="active"
                 )
             ]
-            await self._finish(orphan, lapsed=current or record)
+            await self._finish(orphan, lapsed=deciding_note(current, record), settle=settle)
             self.reaped_total += 1
             return True
         finally:
@@ -196,9 +228,14 @@ class Reaper:
         sid = name[len(self._prefix) :]
         return sid if _SESSION_ID.match(sid) else None
 
-    async def _finish(self, orphan: Orphan, lapsed: dict[str, Any] | None = None) -> None:
+    async def _finish(
+        self,
+        orphan: Orphan,
+        lapsed: dict[str, Any] | None = None,
+        settle: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         """End what the session left at the providers and, if its outcome is not out yet,
-        publish `ended(worker_lost)` from its record. Only a session whose outcome is known to
+        publish it from its record (`_publish_outcome`). Only a session whose outcome is known to
         be out is remembered as reaped: without a record (its lease has lapsed and is on its
         way to a reaper), the lease path publishes the outcome later."""
         sid = orphan.session_id
@@ -214,7 +251,7 @@ class Reaper:
         if self._daily is not None:
             for name in orphan.room_names | {room_name_for(sid, self._prefix)}:
                 await self._daily.delete_room(name)
-        record = await self._broker.read_record(sid) or lapsed
+        record = deciding_note(await self._broker.read_record(sid), lapsed)
         if sid in self._reaped:
             log.info("reaper.late_resources_released", session_id=sid)  # outcome already out
             return
@@ -222,11 +259,35 @@ class Reaper:
             log.info("reaper.outcome_left_to_lease", session_id=sid)
             return
         if not record.get("finished"):
-            await self._events.ended(self._route(record), "worker_lost", self._age(record))
-            await self._broker.finish_record(sid, record)
+            await self._publish_outcome(sid, record, settle)
         self._reaped[sid] = None
         while len(self._reaped) > REMEMBERED_REAPS:
             self._reaped.popitem(last=False)
+
+    async def _publish_outcome(
+        self,
+        sid: str,
+        record: dict[str, Any],
+        settle: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Publish the session's one outcome and finish its note. A note that carries an outcome
+        (its worker wrote it there before publishing it, then died or lost the broker) gives that
+        very event again: a copy, never a second outcome. Otherwise `ended(worker_lost)`,
+        itself written into the note first, so a reaper that dies here leaves the same event
+        for the next one."""
+        route = self._route(record)
+        pending = record.get("outcome")
+        if pending is not None:
+            event = outcome_from_note(pending)
+            log.info("reaper.outcome_republished", session_id=sid, status=event.status)
+        else:
+            event = self._events.ended_event(route, "worker_lost", self._age(record))
+            note = {**record, "outcome": event.model_dump(mode="json")}
+            await self._broker.write_outcome(sid, note, lease_s=self._lease_s)
+            if settle is not None:
+                await settle()
+        await self._events.publish(route, event)
+        await self._broker.finish_record(sid, record)
 
     def _route(self, record: dict[str, Any]) -> EventRoute:
         return EventRoute(

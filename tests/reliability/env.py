@@ -191,9 +191,11 @@ class ReliabilityHarness(Harness):
         url = self.named_url(name, reconnect_interval_s=reconnect_interval_s)
         return await self.start_worker(amqp_url=SecretStr(url), **overrides)
 
-    async def spawn_capturing(self, **overrides: Any) -> asyncio.subprocess.Process:
+    async def spawn_capturing(
+        self, *, module: str = "worker.cli", **overrides: Any
+    ) -> asyncio.subprocess.Process:
         """A real `avatar-worker run` process whose every stderr line is kept in `stderr_lines`."""
-        return await self.spawn_worker_process(**overrides)
+        return await self.spawn_worker_process(module=module, **overrides)
 
     # --- the promise ----------------------------------------------------------------------
     def terminal(self, session_id: str) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import pytest
 
 from tests.reliability.env import ReliabilityHarness, poll_until
 from tests.worker.harness import job
+from worker.app import WorkerApp
 
 pytestmark = pytest.mark.broker
 
@@ -210,3 +211,72 @@ async def test_two_reapers_racing_for_a_dead_workers_sessions_give_each_one_outc
     assert wrong == {}, wrong
     assert {e["reason"] for s in sids for e in h.terminal(s)} == {"worker_lost"}
     assert h.active_conversations() == []
+
+
+def brief(event: dict[str, Any]) -> tuple[Any, ...]:
+    return event["status"], event.get("reason"), event["worker_id"], event["at"]
+
+
+async def wait_reaped(h: ReliabilityHarness, app: WorkerApp, sid: str) -> None:
+    """Wait until `app`'s reaper has acted on the session (its second terminal event is out: a
+    copy, or a different outcome) and finished it; its record is then marked finished."""
+    reaper = app.reaper
+    assert reaper is not None
+    await wait_until(lambda: len(h.terminal(sid)) >= 2, 30, "the reaper did not publish")
+    await wait_until(lambda: reaper.reaped_total >= 1, 30, "the reaper did not finish")
+    note = await app.broker.read_record(sid)
+    assert note is not None and note.get("finished"), note
+
+
+@pytest.mark.slow
+async def test_worker_killed_between_its_ended_and_finishing_its_record_gets_no_other_outcome(
+    h: ReliabilityHarness,
+) -> None:
+    """F12: the worker process SIGKILLs itself the instant it would mark the session's record
+    finished (its `ended` is confirmed by then: tests/reliability/dying_worker.py). A reaper may
+    publish a copy of that very `ended` (same reason, `at`, worker_id, attempt, duration), never
+    a different outcome such as ended(worker_lost)."""
+    victim = await h.spawn_capturing(
+        module="tests.reliability.dying_worker", **{**WORKER, "worker_reaper_interval_s": 0}
+    )
+    body = job(metadata={"k": "v"})
+    sid = body["session_id"]
+    await h.publish(body)
+    await h.wait_for(sid, "ready", timeout_s=20)
+    await h.stop_session(sid)
+    ended = await h.wait_terminal(sid)
+    assert await victim.wait() == -signal.SIGKILL  # it died in the window, after `ended`
+    assert ended["reason"] == "stopped"
+    rescuer = await h.start_worker(**WORKER)  # its reaper gets the session's lapsed note
+    await wait_reaped(h, rescuer, sid)
+    different = [brief(e) for e in h.terminal(sid) if e != ended]
+    assert different == [], (brief(ended), different)
+    assert h.statuses(sid).count("accepted") == 1
+
+
+@pytest.mark.slow
+async def test_reaper_killed_between_its_worker_lost_and_finishing_the_record_gets_no_other(
+    h: ReliabilityHarness,
+) -> None:
+    """The reaper's own F12 window: a worker process is SIGKILLed with a live session; the reaper
+    that finishes it SIGKILLs itself the instant it would mark the record finished (its
+    ended(worker_lost) is confirmed by then). The next reaper may publish a copy of that very
+    event, never a second, different ended(worker_lost)."""
+    victim = await h.spawn_capturing(**{**WORKER, "worker_reaper_interval_s": 0})
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    await h.wait_for(sid, "ready", timeout_s=20)
+    await asyncio.sleep(0.5)  # the job's ack is at the broker: the session is past intake
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+    dying = await h.spawn_capturing(  # lease path only: its sweep would race it for the session
+        module="tests.reliability.dying_worker", **{**WORKER, "worker_reaper_interval_s": 3600}
+    )
+    lost = await h.wait_terminal(sid, timeout_s=30)
+    assert await dying.wait() == -signal.SIGKILL  # it died in the window, after worker_lost
+    assert lost["reason"] == "worker_lost"
+    rescuer = await h.start_worker(**WORKER)
+    await wait_reaped(h, rescuer, sid)
+    different = [brief(e) for e in h.terminal(sid) if e != lost]
+    assert different == [], (brief(lost), different)

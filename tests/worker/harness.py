@@ -124,13 +124,16 @@ class Harness:
         env["LOG_FORMAT"] = "json"
         return env
 
-    async def spawn_worker_process(self, **overrides: Any) -> asyncio.subprocess.Process:
+    async def spawn_worker_process(
+        self, *, module: str = "worker.cli", **overrides: Any
+    ) -> asyncio.subprocess.Process:
         """A real `avatar-worker run` process; returns once it logs that it consumes jobs.
-        Every stderr line it writes is kept in `stderr_lines[pid]`."""
+        Every stderr line it writes is kept in `stderr_lines[pid]`. `module` runs another entry
+        point with the same command line (a test's altered worker)."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "worker.cli",
+            module,
             "run",
             env=self.env(**overrides),
             stdout=asyncio.subprocess.DEVNULL,

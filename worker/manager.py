@@ -431,6 +431,7 @@ class SessionManager:
         state.is_finished = not exc.retryable or route.attempt >= self._max_attempts
         if exc.retryable and route.attempt < self._max_attempts:
             delay = self.retry_delay_s(route.attempt, getattr(exc, "retry_after_s", None))
+            await self._keep_note_for_retry(state, delay)
             await self._events.retrying(route, error, delay)
             return Outcome("retry", delay_s=delay, reason=exc.code)
         if exc.retryable:
@@ -479,7 +480,15 @@ class SessionManager:
     async def _write_record(self, state: SessionState) -> None:
         """The note a reaper needs to finish this session if this worker dies (its event route)."""
         route = state.route
-        state.record = {
+        state.record = self._note(state)
+        await self._broker.write_record(
+            route.session_id, state.record, lease_s=self._lease_s, replace=state.had_record
+        )
+        state.has_record = True
+
+    def _note(self, state: SessionState) -> dict[str, Any]:
+        route = state.route
+        return {
             "session_id": route.session_id,
             "attempt": route.attempt,
             "metadata": route.metadata,
@@ -489,10 +498,28 @@ class SessionManager:
             "worker_id": self.worker_id,
             "started_at": time.time() - self._age(state),
         }
-        await self._broker.write_record(
-            route.session_id, state.record, lease_s=self._lease_s, replace=state.had_record
-        )
-        state.has_record = True
+
+    @staticmethod
+    def _noted(state: SessionState) -> bool:
+        """A note of this session is on the broker: this attempt's, or an earlier one's."""
+        return state.has_record or state.had_record
+
+    async def _keep_note_for_retry(self, state: SessionState, delay_s: float) -> None:
+        """Before a retry: lease the note past the retry delay, so that no reaper takes the
+        session for lost while its next attempt waits in a delay queue (the lease would
+        otherwise run out after WORKER_SESSION_LEASE_S, whatever the delay)."""
+        if not self._noted(state):
+            return
+        state.record = state.record or self._note(state)
+        try:
+            await self._broker.write_record(
+                state.route.session_id,
+                state.record,
+                lease_s=delay_s + self._lease_s,
+                replace=True,
+            )
+        except BROKER_ERRORS as exc:  # the retry still happens; a reaper may end it as lost
+            log.warning("session.record_failed", error=type(exc).__name__)
 
     def retry_delay_s(self, attempt: int, retry_after_s: float | None = None) -> float:
         """The backoff step for the next attempt (the smallest one covering Retry-After)."""
@@ -526,7 +553,10 @@ class SessionManager:
         state.is_finished = True
         state.outcome = event
         route = state.route
-        if state.has_record and not route.is_silenced:
+        if self._noted(state) and not route.is_silenced:
+            # An earlier attempt's note counts too: left as it is, its lease would run out and
+            # a reaper would add `worker_lost` to this attempt's outcome.
+            state.record = state.record or self._note(state)
             note = {**state.record, "outcome": event.model_dump(mode="json")}
             try:
                 await self._broker.write_outcome(route.session_id, note, lease_s=self._lease_s)
@@ -559,8 +589,8 @@ class SessionManager:
         try:
             # Only an outcome this worker published: otherwise the note (with the outcome, if it
             # got there) lapses and a reaper publishes it.
-            if state.is_outcome_out and state.has_record:
-                await self._broker.finish_record(sid, state.record)
+            if state.is_outcome_out and self._noted(state):
+                await self._broker.finish_record(sid, state.record or self._note(state))
             await self._broker.release_claim(sid)
         except BROKER_ERRORS as exc:
             log.warning("session.bookkeeping_failed", error=type(exc).__name__)

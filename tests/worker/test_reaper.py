@@ -105,3 +105,46 @@ async def test_lease_of_a_live_session_is_renewed_not_reaped(h: Harness) -> None
     await h.wait_for(body["session_id"], "ready")
     await asyncio.sleep(2.5)  # several lease cycles
     assert h.statuses(body["session_id"]) == ["accepted", "ready"]
+
+
+async def test_a_retry_waiting_longer_than_the_lease_is_not_taken_for_lost(h: Harness) -> None:
+    """Attempt 1 wrote its note and failed transiently; its retry waits 3 s in a delay queue,
+    longer than lease + grace. No reaper ends the session as lost meanwhile: attempt 2 starts it."""
+    await h.start_worker(
+        worker_reaper_interval_s=3600,
+        worker_session_lease_s=0.5,
+        worker_reaper_grace_s=0.3,
+        worker_retry_delays_s=[3.0],
+    )
+    h.sim.faults.fail_next("POST /v2/conversations", n=2, status=503)  # both client tries
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    await h.wait_for(sid, "retrying")
+    ready = await h.wait_for(sid, "ready", timeout_s=20)
+    assert ready["attempt"] == 2
+    await asyncio.sleep(1.0)  # lapsed leases of the live session are re-armed, not reaped
+    assert h.statuses(sid) == ["accepted", "retrying", "accepted", "ready"]
+
+
+async def test_last_attempt_failing_before_its_own_note_gets_one_outcome(h: Harness) -> None:
+    """Attempt 1 wrote a note and was retried; attempt 2 fails in its lookup (a 401), before
+    writing a note of its own. Its `failed` is the one outcome: the earlier note does not lapse
+    into a reaper's `ended(worker_lost)`."""
+    await h.start_worker(
+        worker_reaper_interval_s=3600,
+        worker_session_lease_s=0.5,
+        worker_reaper_grace_s=0.3,
+        worker_max_attempts=2,
+        worker_retry_delays_s=[1.0],
+    )
+    h.sim.faults.fail_next("POST /v2/conversations", n=2, status=503)
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    await h.wait_for(sid, "retrying")  # attempt 1 is over (its create looked up, too)
+    h.sim.faults.fail_next("GET /v2/conversations", n=1, status=401)  # attempt 2's lookup
+    failed = await h.wait_for(sid, "failed", timeout_s=20)
+    assert failed["attempt"] == 2 and failed["error"]["code"] == "tavus_auth"
+    await asyncio.sleep(2.0)  # several leases and grace periods later
+    assert h.statuses(sid) == ["accepted", "retrying", "failed"]

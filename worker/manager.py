@@ -237,7 +237,9 @@ class SessionManager:
         # the providers, a reaper can find it. `accepted` is confirmed before any later event.
         accepted = asyncio.create_task(self._events.accepted(route))
         try:
-            await self._settle_record(asyncio.create_task(self._write_record(state)))
+            if not await self._noted_before_provisioning(state):
+                accepted.cancel()
+                return Outcome("requeue", reason="broker unavailable: no session note")
             state.live, fallback_reason = await self._provision(state, resolution, existing)
         except _StopDuringStart:
             await accepted
@@ -470,12 +472,18 @@ class SessionManager:
         await asyncio.sleep(remaining_s)
         return True
 
-    @staticmethod
-    async def _settle_record(record: asyncio.Task[None]) -> None:
+    async def _noted_before_provisioning(self, state: SessionState) -> bool:
+        """Write the session's note; False when the broker would not take it. Then nothing is
+        created at the providers and the job goes back: a worker that is cut off from the broker
+        must not create what a worker taking the redelivered job cannot know to wait for (its
+        in-flight wait and its lookup both start from this note), or the session would run
+        twice (F9)."""
         try:
-            await record
-        except BROKER_ERRORS as exc:  # the session runs on; only a reaper would miss the note
-            log.warning("session.record_failed", error=type(exc).__name__)
+            await self._write_record(state)
+        except BROKER_ERRORS as exc:
+            log.warning("session.record_failed", error=type(exc).__name__, action="requeue")
+            return False
+        return True
 
     async def _write_record(self, state: SessionState) -> None:
         """The note a reaper needs to finish this session if this worker dies (its event route)."""

@@ -9,6 +9,7 @@ import signal
 import pytest
 
 from tests.worker.harness import Harness, job
+from worker.broker import BrokerUnavailable
 
 pytestmark = pytest.mark.broker
 
@@ -148,3 +149,33 @@ async def test_last_attempt_failing_before_its_own_note_gets_one_outcome(h: Harn
     assert failed["attempt"] == 2 and failed["error"]["code"] == "tavus_auth"
     await asyncio.sleep(2.0)  # several leases and grace periods later
     assert h.statuses(sid) == ["accepted", "retrying", "failed"]
+
+
+async def test_no_provider_call_before_the_session_note_is_on_the_broker(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker refuses the session's note (as when the connection drops): the worker creates
+    nothing at Tavus and gives the job back; the next delivery starts it once, with its note, so
+    a reaper can finish it if this worker dies (F9: a cut-off worker's create could otherwise
+    land beside the one of a worker that took over the redelivered job)."""
+    app = await h.start_worker()
+    write_record = app.broker.write_record
+    refused: list[str] = []
+
+    async def refuse_once(session_id: str, *args: object, **kwargs: object) -> None:
+        if not refused:
+            refused.append(session_id)
+            assert h.created_conversations(session_id) == []  # nothing created before it
+            raise BrokerUnavailable("the broker connection is down (test)")
+        await write_record(session_id, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(app.broker, "write_record", refuse_once)
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    ready = await h.wait_for(sid, "ready")
+    assert refused == [sid]
+    assert h.created_conversations(sid) == [ready["conversation_id"]]  # one create in all
+    note = await app.broker.read_record(sid)
+    assert note is not None and note["session_id"] == sid and not note.get("finished")
+    assert h.statuses(sid).count("ready") == 1

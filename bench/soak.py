@@ -301,8 +301,11 @@ async def wait_for_outcomes(run: Run, ids: list[str], deadline_s: float) -> None
 def report(run: Run, ids: list[str], wall_s: float) -> dict[str, Any]:
     kinds: Counter[str] = Counter()
     wrong: list[tuple[str, list[str]]] = []
+    copied = 0  # the one outcome delivered again, identical (a reaper republished it: F12)
     for sid in ids:
-        terminal = run.terminal(sid)
+        every = run.terminal(sid)
+        terminal = list({json.dumps(e, sort_keys=True): e for e in every}.values())
+        copied += len(terminal) == 1 and len(every) > 1
         for event in terminal:
             kinds[
                 event["status"] + (f"({event['reason']})" if event["status"] == "ended" else "")
@@ -336,6 +339,7 @@ def report(run: Run, ids: list[str], wall_s: float) -> dict[str, Any]:
         "broker outages (all workers, s)": run.args.outage_s if run.cut_at_s is not None else 0,
         "terminal outcomes": dict(sorted(kinds.items())),
         "jobs without exactly one terminal outcome": len(wrong),
+        "jobs whose one outcome came twice (identical copies)": copied,
         "sessions with two live conversations at once": len(duplicates),
         "sessions `ready` twice with different conversations": len(started_twice),
         "sessions `ready` twice with the same (adopted) conversation": len(readies_repeated)

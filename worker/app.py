@@ -17,6 +17,7 @@ from tavus.client import TavusClient
 from tavus.daily import DailyClient
 from tavus.resolve import PersonaResolver
 from worker.broker import Broker, Topology
+from worker.claims import SessionClaims
 from worker.contract import ResolvedMode
 from worker.control import ControlListener
 from worker.events import EventPublisher
@@ -27,6 +28,7 @@ from worker.ops.load import LoadMonitor
 from worker.ops.metrics import Metrics
 from worker.ops.status import StatusServer
 from worker.reaper import Reaper
+from worker.records import SessionRecords
 from worker.sessions.base import SessionRunner
 from worker.sessions.monitor import ConversationMonitor
 from worker.sessions.phoenix import PhoenixRunner
@@ -77,6 +79,8 @@ class WorkerApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.broker = Broker(settings.amqp_url.get_secret_value(), Topology.from_settings(settings))
+        self.records = SessionRecords(self.broker)
+        self.claims = SessionClaims(self.broker, self.records)
         self.sessions: SessionManager | None = None
         self.intake: Intake | None = None
         self.pool: Any = None  # worker.pool.ProcessPool when pipecat_daily can run
@@ -141,11 +145,14 @@ class WorkerApp:
             )
             await self.broker.connect()
             stack.push_async_callback(self.broker.aclose)
+            stack.push_async_callback(self.claims.aclose)  # before the connection closes
+            self.claims.watch_reconnects()
             self._watch_broker()
             await self._start_ops(stack)
             events = EventPublisher(self.broker, on_event=self.metrics.observe_event)
             self.sessions = SessionManager(
-                broker=self.broker,
+                claims=self.claims,
+                records=self.records,
                 events=events,
                 modes=modes,
                 worker_id=s.worker_id,
@@ -160,7 +167,7 @@ class WorkerApp:
                 + (s.pipeline_setup_timeout_s if unavailable is None else 0.0),
                 lease_s=s.worker_session_lease_s,
             )
-            self.broker.on_claim_lost = self.sessions.abandon
+            self.claims.on_claim_lost = self.sessions.abandon
             self.intake = Intake(
                 self.broker,
                 self.sessions,
@@ -175,6 +182,8 @@ class WorkerApp:
             if s.worker_reaper_interval_s > 0:
                 self.reaper = Reaper(
                     broker=self.broker,
+                    claims=self.claims,
+                    records=self.records,
                     events=events,
                     tavus=client,
                     daily=daily,

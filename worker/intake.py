@@ -28,7 +28,8 @@ from worker.broker import (
 )
 from worker.contract import InvalidMessage, parse_job
 from worker.events import EventRoute
-from worker.manager import Outcome, SessionManager
+from worker.manager import SessionManager
+from worker.session_state import Outcome
 
 log = structlog.get_logger("worker.intake")
 

@@ -29,8 +29,10 @@ from tavus.client import TavusClient
 from tavus.daily import DailyClient, room_name_for
 from tavus.errors import NotFoundError, ProviderError
 from worker.broker import BROKER_ERRORS, Broker
+from worker.claims import SessionClaims
 from worker.contract import SESSION_ID_PATTERN
 from worker.events import EventPublisher, EventRoute, outcome_from_note
+from worker.records import SessionRecords
 
 log = structlog.get_logger("worker.reaper")
 
@@ -69,6 +71,8 @@ class Reaper:
         self,
         *,
         broker: Broker,
+        claims: SessionClaims,
+        records: SessionRecords,
         events: EventPublisher,
         tavus: TavusClient,
         daily: DailyClient | None,
@@ -86,6 +90,8 @@ class Reaper:
         self._suspects: dict[str, float] = {}  # session id -> when first seen unclaimed
         self._reaped: OrderedDict[str, None] = OrderedDict()  # finished here: never again
         self._broker = broker
+        self._claims = claims
+        self._records = records
         self._events = events
         self._tavus = tavus
         self._daily = daily
@@ -139,22 +145,22 @@ class Reaper:
         sid = str(record["session_id"])
         if sid in self._reaped:
             return False
-        if self._is_live_here(sid) or await self._broker.is_claimed_elsewhere(sid):
+        if self._is_live_here(sid) or await self._claims.is_claimed_elsewhere(sid):
             record.pop("unclaimed_since", None)
-            await self._broker.rearm_record(sid, record, lease_s=self._lease_s)
+            await self._records.rearm(sid, record, lease_s=self._lease_s)
             return False
         # Unclaimed: its worker may only be reconnecting. The first reaper to see that writes
         # the time into the note; whichever reaper gets it after the grace period finishes it.
         since = float(record.setdefault("unclaimed_since", time.time()))
         left_s = self._grace_s - (time.time() - since)
         if left_s > 0:
-            await self._broker.rearm_record(sid, record, lease_s=max(left_s, 0.2))
+            await self._records.rearm(sid, record, lease_s=max(left_s, 0.2))
             return False
-        if not await self._broker.claim(sid):
-            await self._broker.rearm_record(sid, record, lease_s=self._lease_s)
+        if not await self._claims.claim(sid):
+            await self._records.rearm(sid, record, lease_s=self._lease_s)
             return False
         try:
-            current = await self._broker.read_record(sid)
+            current = await self._records.read(sid)
             if current is not None and current.get("finished"):
                 return False  # it finished meanwhile (an empty queue: the lapsed note is all)
             orphan = Orphan(sid)
@@ -168,7 +174,7 @@ class Reaper:
             self.reaped_total += 1
             return True
         finally:
-            await self._broker.release_claim(sid)
+            await self._claims.release(sid)
 
     async def run(self) -> None:
         """Sweep forever at a jittered interval (so workers do not sweep in lockstep)."""
@@ -191,19 +197,19 @@ class Reaper:
             sid = orphan.session_id
             if sid in self._reaped and not orphan.conversation_ids and not orphan.room_names:
                 continue
-            if self._is_live_here(sid) or await self._broker.is_claimed_elsewhere(sid):
+            if self._is_live_here(sid) or await self._claims.is_claimed_elsewhere(sid):
                 self._suspects.pop(sid, None)
                 continue
             if now - self._suspects.setdefault(sid, now) < self._grace_s:
                 continue  # its worker may just be reconnecting: look again next sweep
-            if not await self._broker.claim(sid):
+            if not await self._claims.claim(sid):
                 continue
             try:
                 await self._finish(orphan)
                 reaped.append(sid)
                 self._suspects.pop(sid, None)
             finally:
-                await self._broker.release_claim(sid)
+                await self._claims.release(sid)
         self.reaped_total += len(reaped)
         return reaped
 
@@ -251,7 +257,7 @@ class Reaper:
         if self._daily is not None:
             for name in orphan.room_names | {room_name_for(sid, self._prefix)}:
                 await self._daily.delete_room(name)
-        record = deciding_note(await self._broker.read_record(sid), lapsed)
+        record = deciding_note(await self._records.read(sid), lapsed)
         if sid in self._reaped:
             log.info("reaper.late_resources_released", session_id=sid)  # outcome already out
             return
@@ -283,11 +289,11 @@ class Reaper:
         else:
             event = self._events.ended_event(route, "worker_lost", self._age(record))
             note = {**record, "outcome": event.model_dump(mode="json")}
-            await self._broker.write_outcome(sid, note, lease_s=self._lease_s)
+            await self._records.write_outcome(sid, note, lease_s=self._lease_s)
             if settle is not None:
                 await settle()
         await self._events.publish(route, event)
-        await self._broker.finish_record(sid, record)
+        await self._records.finish(sid, record)
 
     def _route(self, record: dict[str, Any]) -> EventRoute:
         return EventRoute(

@@ -12,14 +12,14 @@ import sys
 from typing import Any
 
 from worker import cli
-from worker.broker import Broker
+from worker.records import SessionRecords
 
 
-async def _die(self: Broker, *args: Any, **kwargs: Any) -> None:
+async def _die(self: SessionRecords, *args: Any, **kwargs: Any) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-Broker.finish_record = _die  # type: ignore[method-assign]
+SessionRecords.finish = _die  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     sys.exit(cli.main())

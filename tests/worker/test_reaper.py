@@ -159,7 +159,7 @@ async def test_no_provider_call_before_the_session_note_is_on_the_broker(
     a reaper can finish it if this worker dies (F9: a cut-off worker's create could otherwise
     land beside the one of a worker that took over the redelivered job)."""
     app = await h.start_worker()
-    write_record = app.broker.write_record
+    write_record = app.records.write
     refused: list[str] = []
 
     async def refuse_once(session_id: str, *args: object, **kwargs: object) -> None:
@@ -169,13 +169,13 @@ async def test_no_provider_call_before_the_session_note_is_on_the_broker(
             raise BrokerUnavailable("the broker connection is down (test)")
         await write_record(session_id, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(app.broker, "write_record", refuse_once)
+    monkeypatch.setattr(app.records, "write", refuse_once)
     body = job()
     sid = body["session_id"]
     await h.publish(body)
     ready = await h.wait_for(sid, "ready")
     assert refused == [sid]
     assert h.created_conversations(sid) == [ready["conversation_id"]]  # one create in all
-    note = await app.broker.read_record(sid)
+    note = await app.records.read(sid)
     assert note is not None and note["session_id"] == sid and not note.get("finished")
     assert h.statuses(sid).count("ready") == 1

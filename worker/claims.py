@@ -1,0 +1,152 @@
+"""Cross-worker session claims: a session is *claimed* by declaring an exclusive queue named after
+it. RabbitMQ lets one connection hold it and drops it when that connection dies, so any worker can
+tell a live session from an orphan; after a reconnect this worker takes its claims back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import AbstractQueue, AbstractRobustChannel
+
+from worker.broker import CHANNEL_ERRORS, Broker, BrokerUnavailable
+from worker.records import SessionRecords
+
+# The logger (and event names) of the time claims lived in worker.broker: log queries keep working.
+log = structlog.get_logger("worker.broker")
+
+
+class SessionClaims:
+    """This worker's claims on the shared connection, with a channel of their own."""
+
+    def __init__(self, broker: Broker, records: SessionRecords) -> None:
+        self._broker = broker
+        self._records = records
+        self.topo = broker.topo
+        self._claim_channel: AbstractRobustChannel | None = None
+        self._claims: dict[str, AbstractQueue] = {}
+        self._claim_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+        # Called with a session id whose claim another worker (or a reaper) took during an outage.
+        self.on_claim_lost: Callable[[str], None] = lambda _session_id: None
+
+    def watch_reconnects(self) -> None:
+        """Take the claims back after every reconnect of the broker connection (once connected)."""
+        assert self._broker.connection is not None, "connect() first"
+        self._broker.connection.reconnect_callbacks.add(self._on_reconnect)
+
+    async def claim(self, session_id: str) -> bool:
+        """Take the cluster-wide claim on a session; False when another connection holds it.
+
+        Raises BrokerUnavailable while the connection is down (aiormq says RuntimeError).
+        """
+        try:
+            return await self._claim(session_id)
+        except RuntimeError as exc:
+            raise BrokerUnavailable(f"the broker connection is down ({exc})") from exc
+
+    async def _claim(self, session_id: str) -> bool:
+        async with self._claim_lock:
+            if session_id in self._claims:
+                return True
+            channel = await self._fresh_claim_channel()
+            try:
+                # robust=False: aio-pika must not re-declare claims by itself on reconnect (a
+                # claim another worker took meanwhile would make every reconnect fail);
+                # `_retake_claims` does it and reports the ones that are lost.
+                queue = await channel.declare_queue(
+                    self.topo.claim_queue(session_id),
+                    exclusive=True,
+                    auto_delete=False,
+                    robust=False,
+                )
+            except aiormq.exceptions.ChannelLockedResource:
+                self._claim_channel = None  # the server closed it
+                return False
+            except CHANNEL_ERRORS:
+                self._claim_channel = None  # never reuse a channel an error may have closed
+                raise
+            self._claims[session_id] = queue
+            return True
+
+    async def release(self, session_id: str) -> None:
+        """Drop the claim (idempotent); the queue also disappears if this connection dies."""
+        async with self._claim_lock:
+            queue = self._claims.pop(session_id, None)
+            if queue is None:
+                return
+            try:
+                await queue.delete(if_unused=False, if_empty=False)
+            except (
+                aiormq.exceptions.AMQPError,
+                aio_pika.exceptions.ChannelInvalidStateError,
+            ) as exc:
+                log.warning("broker.claim_release_failed", session_id=session_id, error=str(exc))
+                self._claim_channel = None
+
+    async def is_claimed_elsewhere(self, session_id: str) -> bool:
+        """True when some live connection holds this session's claim."""
+        if session_id in self._claims:
+            return False
+        assert self._broker.connection is not None
+        try:
+            channel = await self._broker.connection.channel()
+        except RuntimeError as exc:
+            raise BrokerUnavailable(f"the broker connection is down ({exc})") from exc
+        try:
+            await channel.declare_queue(
+                self.topo.claim_queue(session_id), passive=True, robust=False
+            )
+            return True
+        except (aiormq.exceptions.ChannelLockedResource, aiormq.exceptions.ChannelAccessRefused):
+            return True
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    def _on_reconnect(self, *_: object) -> None:
+        task = asyncio.create_task(self._retake_claims(), name="retake-claims")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _retake_claims(self) -> None:
+        """After a reconnect, take this worker's claims again; report the ones another took."""
+        async with self._claim_lock:
+            self._claim_channel = None
+            lost = []
+            for session_id in list(self._claims):
+                channel = await self._fresh_claim_channel()
+                try:
+                    self._claims[session_id] = await channel.declare_queue(
+                        self.topo.claim_queue(session_id),
+                        exclusive=True,
+                        auto_delete=False,
+                        robust=False,
+                    )
+                except aiormq.exceptions.ChannelLockedResource:
+                    self._claim_channel = None
+                    del self._claims[session_id]
+                    lost.append(session_id)
+        for session_id in list(self._claims):
+            record = await self._records.read(session_id)
+            if record is not None and record.get("finished"):
+                lost.append(session_id)  # a reaper finished it while we were away
+        log.info("broker.claims_retaken", kept=len(self._claims), lost=len(lost))
+        for session_id in lost:
+            self.on_claim_lost(session_id)
+
+    async def _fresh_claim_channel(self) -> AbstractRobustChannel:
+        if self._claim_channel is None or self._claim_channel.is_closed:
+            assert self._broker.connection is not None, "connect() first"
+            self._claim_channel = await self._broker.connection.channel(publisher_confirms=False)
+        return self._claim_channel
+
+    async def aclose(self) -> None:
+        """Forget every claim (idempotent): their queues go with the broker connection."""
+        self._claims.clear()

@@ -1,0 +1,300 @@
+"""One session's life on this worker, from its job to its end: admit (claim, mode, dedupe against
+its note and the providers, expiry), provision (with `auto`'s fallback), publish `ready`, follow
+it until it ends. How it ends (outcome, note, release, bookkeeping) is `worker.outcomes`'s job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import structlog
+
+from tavus.errors import ProviderError
+from worker.broker import BROKER_ERRORS
+from worker.claims import SessionClaims
+from worker.contract import EndReason, EventError
+from worker.events import EventPublisher
+from worker.modes import ModeResolver, Resolution
+from worker.ops.metrics import Metrics
+from worker.outcomes import SessionOutcomes
+from worker.session_state import Outcome, SessionState, StopDuringStart
+from worker.sessions.base import Existing, LiveSession, SessionFailure, SessionRunner
+
+# The logger (and event names) of the time this lived in worker.manager: log queries keep working.
+log = structlog.get_logger("worker.manager")
+
+
+class SessionLifecycle:
+    """Runs each session's task: `run` settles its delivery's `Outcome` once it is ready (or
+    over), then follows it to its end."""
+
+    def __init__(
+        self,
+        *,
+        claims: SessionClaims,
+        events: EventPublisher,
+        modes: ModeResolver,
+        outcomes: SessionOutcomes,
+        metrics: Metrics | None,
+        in_flight_window_s: float,
+    ) -> None:
+        self._claims = claims
+        self._events = events
+        self._modes = modes
+        self._outcomes = outcomes
+        self._metrics = metrics
+        self._in_flight_window_s = in_flight_window_s
+
+    async def run(self, state: SessionState, outcome: asyncio.Future[Outcome]) -> None:
+        job, route = state.job, state.route
+        structlog.contextvars.bind_contextvars(session_id=job.session_id, attempt=route.attempt)
+        try:
+            result = await self._begin(state)
+            if result is not None:
+                # Bookkeeping first: a retried job may come straight back to this worker.
+                await self._outcomes.forget(state)
+                outcome.set_result(result)
+                return
+            outcome.set_result(Outcome("ack"))
+            await self._follow(state)
+        except asyncio.CancelledError:
+            if not outcome.done():
+                outcome.set_result(Outcome("requeue", reason="worker stopping"))
+            raise
+        except Exception as exc:  # the task must never die silently: a bug becomes `failed`
+            log.exception("session.crashed", error=type(exc).__name__)
+            crash = Outcome(
+                "dead_letter",
+                reason=f"internal error: {type(exc).__name__}",
+                dead_letter_kind="internal",
+            )
+            try:
+                await self._outcomes.fail(
+                    state,
+                    "internal_error",
+                    f"the worker hit an internal error ({type(exc).__name__}); see the worker logs",
+                    retryable=False,
+                )
+            finally:  # whatever `fail` ran into, the delivery is settled and the slot freed
+                await self._outcomes.forget(state)
+                if not outcome.done():
+                    outcome.set_result(crash)
+        finally:
+            await self._outcomes.forget(state)
+
+    async def _begin(self, state: SessionState) -> Outcome | None:
+        """Admit, provision and publish `ready`; an Outcome when it stops early."""
+        admitted = await self._admit(state)
+        if isinstance(admitted, Outcome):
+            return admitted
+        resolution, existing = admitted
+        job, route, runner = state.job, state.route, resolution.runner
+        state.runner = runner
+        # `accepted` and the session's note go out together (one broker round trip less on every
+        # start). The note is confirmed before any provider call: once anything can exist at
+        # the providers, a reaper can find it. `accepted` is confirmed before any later event.
+        accepted = asyncio.create_task(self._events.accepted(route))
+        try:
+            if not await self._outcomes.noted_before_provisioning(state):
+                accepted.cancel()
+                return Outcome("requeue", reason="broker unavailable: no session note")
+            state.live, fallback_reason = await self._provision(state, resolution, existing)
+        except StopDuringStart:
+            await accepted
+            if state.is_abandoned:
+                return Outcome("requeue", reason="abandoned: another worker owns it")
+            await self._outcomes.cleanup(state.runner, job)
+            reason = state.stop_reason or "stopped"
+            await self._outcomes.conclude(
+                state, self._events.ended_event(route, reason, state.age_s)
+            )
+            return Outcome("ack", reason="stopped while starting")
+        except (ProviderError, SessionFailure) as exc:
+            await accepted
+            return await self._outcomes.start_failure(state, state.runner, exc)
+        except asyncio.CancelledError:
+            accepted.cancel()
+            raise
+        except Exception:
+            with contextlib.suppress(Exception):  # the crash path publishes `failed` after it
+                await accepted
+            raise
+        await accepted
+        ready = state.live.ready
+        if self._metrics is not None:
+            self._metrics.observe_ready_latency(
+                route.mode or "unknown", state.age_s, ready.cold_start
+            )
+        await self._events.ready(
+            route,
+            room_url=ready.room_url,
+            user_token=ready.user_token,
+            conversation_id=ready.conversation_id,
+            conversation_url=ready.conversation_url,
+            fallback_reason=fallback_reason,
+        )
+        return None
+
+    async def _admit(self, state: SessionState) -> Outcome | tuple[Resolution, Existing | None]:
+        """Claim, resolve the mode, dedupe and check expiry: what is known before `accepted`."""
+        job, route = state.job, state.route
+        try:
+            if not await self._claims.claim(job.session_id):
+                log.info("session.duplicate_live_elsewhere")
+                return Outcome("ack", reason="duplicate: live on another worker")
+        except BROKER_ERRORS as exc:  # nothing started: RabbitMQ gives the job back
+            log.warning("session.broker_unavailable", error=type(exc).__name__)
+            return Outcome("requeue", reason="broker unavailable")
+        try:
+            resolution = self._modes.resolve(job.mode)
+        except SessionFailure as exc:
+            state.is_finished = True
+            await self._events.failed(
+                route, EventError(code=exc.code, message=exc.message, retryable=False)
+            )
+            return Outcome("ack", reason=exc.code)
+        route.mode = resolution.mode
+        structlog.contextvars.bind_contextvars(mode=resolution.mode)
+        record = await self._outcomes.read_record(job.session_id)
+        state.had_record = record is not None
+        if record is not None and (record.get("finished") or record.get("outcome")):
+            # An outcome in the note: a worker decided it and published it or died trying (then
+            # a reaper republishes it when the note's lease runs out).
+            state.is_finished = True
+            log.info("session.duplicate_finished", source="record")
+            return Outcome("ack", reason="duplicate: session already finished")
+        if record is None and not state.is_redelivered:
+            # A first delivery with no note on the broker: no worker ever got to create anything
+            # for it (the note is written before any conversation can exist, and a copy taken by
+            # a worker that died comes back redelivered), so there is nothing to look up.
+            existing = None
+        else:
+            try:
+                existing = await self._lookup(state, resolution, record)
+            except ProviderError as exc:
+                return await self._outcomes.start_failure(state, resolution.runner, exc)
+        if existing is not None and existing.finished:
+            state.is_finished = True
+            log.info("session.duplicate_finished")
+            return Outcome("ack", reason="duplicate: session already finished")
+        if job.not_after is not None and job.is_expired():
+            state.is_finished = True
+            await self._events.expired(route, job.not_after)
+            return Outcome("ack", reason="expired")
+        return resolution, existing
+
+    async def _lookup(
+        self, state: SessionState, resolution: Resolution, record: dict[str, Any] | None
+    ) -> Existing | None:
+        existing = await resolution.runner.lookup(state.job)
+        if (
+            existing is None
+            and state.is_redelivered
+            and await self._may_have_create_in_flight(state, record)
+        ):
+            existing = await resolution.runner.lookup(state.job)
+        return existing
+
+    async def _provision(
+        self, state: SessionState, resolution: Resolution, existing: Existing | None
+    ) -> tuple[LiveSession, str | None]:
+        """Start with the resolved runner; in `auto`, a Daily outage falls back to phoenix_rest."""
+        assert state.runner is not None
+        try:
+            return await self._start_unless_stopped(state, state.runner, existing), (
+                resolution.fallback_reason
+            )
+        except ProviderError as exc:
+            if not (resolution.fallback and exc.provider == "daily" and exc.retryable):
+                raise
+            reason = f"Daily is unavailable ({exc.message}); this session runs as phoenix_rest"
+            log.warning("session.fallback", error=exc.message, code=exc.code)
+            await self._outcomes.cleanup(state.runner, state.job)
+            state.runner = resolution.fallback
+            state.route.mode = resolution.fallback.mode
+            structlog.contextvars.bind_contextvars(mode=resolution.fallback.mode)
+            fallback_existing = await resolution.fallback.lookup(state.job)
+            live = await self._start_unless_stopped(state, resolution.fallback, fallback_existing)
+            return live, reason
+
+    async def _start_unless_stopped(
+        self, state: SessionState, runner: SessionRunner, existing: Existing | None
+    ) -> LiveSession:
+        start = asyncio.create_task(runner.start(state.job, existing))
+        stop = asyncio.create_task(state.stop_requested.wait())
+        try:
+            done, _ = await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if start in done:
+            return start.result()
+        start.cancel()
+        try:
+            live = await start
+        except (asyncio.CancelledError, ProviderError, SessionFailure) as exc:
+            log.info("session.start_interrupted", error=type(exc).__name__)
+        else:
+            if state.is_abandoned:
+                await live.abandon()
+            else:
+                await self._outcomes.release(live)
+        raise StopDuringStart
+
+    async def _follow(self, state: SessionState) -> None:
+        """Wait for the end (provider, stop, max duration), release, publish `ended`."""
+        assert state.live is not None
+        live, job = state.live, state.job
+        provider_end = asyncio.create_task(live.wait_end())
+        stop = asyncio.create_task(state.stop_requested.wait())
+        remaining_s = max(job.max_duration_s - state.age_s, 0)
+        try:
+            done, _ = await asyncio.wait(
+                {provider_end, stop}, timeout=remaining_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stop.cancel()
+            if not provider_end.done():
+                provider_end.cancel()
+        if state.is_abandoned:
+            await live.abandon()
+            return
+        broke = provider_end.exception() if provider_end in done else None
+        if isinstance(broke, SessionFailure):  # e.g. the session's process crashed
+            await self._outcomes.release(live)
+            error = EventError(code=broke.code, message=broke.message, retryable=broke.retryable)
+            await self._outcomes.conclude(state, self._events.failed_event(state.route, error))
+            return
+        if broke is not None:
+            raise broke
+        reason: EndReason
+        if provider_end in done:
+            reason = provider_end.result()
+        elif stop in done or state.stop_reason is not None:
+            reason = state.stop_reason or "stopped"
+        else:
+            reason = "max_duration"
+        await self._outcomes.release(live)
+        await self._outcomes.conclude(
+            state, self._events.ended_event(state.route, reason, state.age_s)
+        )
+
+    async def _may_have_create_in_flight(
+        self, state: SessionState, record: dict[str, Any] | None
+    ) -> bool:
+        """For a job redelivered after its worker vanished mid-start: wait until a provider call
+        that worker left in flight can no longer land, so the session is adopted, not doubled.
+
+        True when it waited (look again). A retry (a later attempt) never waits: its previous
+        attempt cleaned up after itself.
+        """
+        if record is None or int(record.get("attempt") or 0) != state.route.attempt:
+            return False
+        remaining_s = float(record.get("started_at") or 0) + self._in_flight_window_s - time.time()
+        if remaining_s <= 0:
+            return False
+        log.info("session.waiting_for_in_flight_start", wait_s=round(remaining_s, 2))
+        await asyncio.sleep(remaining_s)
+        return True

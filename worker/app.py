@@ -149,7 +149,9 @@ class WorkerApp:
             self.claims.watch_reconnects()
             self._watch_broker()
             await self._start_ops(stack)
-            events = EventPublisher(self.broker, on_event=self.metrics.observe_event)
+            events = EventPublisher(
+                self.broker, on_event=self.metrics.observe_event, claims=self.claims
+            )
             self.sessions = SessionManager(
                 claims=self.claims,
                 records=self.records,

@@ -19,6 +19,8 @@ from worker.records import SessionRecords
 # The logger (and event names) of the time claims lived in worker.broker: log queries keep working.
 log = structlog.get_logger("worker.broker")
 
+SETTLE_TIMEOUT_S = 30.0
+
 
 class SessionClaims:
     """This worker's claims on the shared connection, with a channel of their own."""
@@ -33,11 +35,34 @@ class SessionClaims:
         self._background: set[asyncio.Task[None]] = set()
         # Called with a session id whose claim another worker (or a reaper) took during an outage.
         self.on_claim_lost: Callable[[str], None] = lambda _session_id: None
+        # Set while every claim this worker holds is known to be its own; cleared from a lost
+        # connection until the claims are taken back (`settled`).
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._outages = 0
 
     def watch_reconnects(self) -> None:
         """Take the claims back after every reconnect of the broker connection (once connected)."""
         assert self._broker.connection is not None, "connect() first"
+        self._broker.connection.close_callbacks.add(self._on_connection_lost)
         self._broker.connection.reconnect_callbacks.add(self._on_reconnect)
+
+    async def settled(self, timeout_s: float = SETTLE_TIMEOUT_S) -> None:
+        """Return once this worker's claims are known to be its own again after an outage (at
+        once when there was none). Events wait for it: during an outage another worker may have
+        taken a session over, and a session whose claim is lost is silenced before they go on
+        (the publisher checks it after this). Gives up waiting after `timeout_s`."""
+        if self._settled.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._settled.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("broker.claims_unsettled", waited_s=timeout_s)
+
+    def _on_connection_lost(self, *_: object) -> None:
+        self._outages += 1
+        if self._claims:
+            self._settled.clear()
 
     async def claim(self, session_id: str) -> bool:
         """Take the cluster-wide claim on a session; False when another connection holds it.
@@ -116,7 +141,19 @@ class SessionClaims:
         task.add_done_callback(self._background.discard)
 
     async def _retake_claims(self) -> None:
-        """After a reconnect, take this worker's claims again; report the ones another took."""
+        """After a reconnect, take this worker's claims again; report the ones another took. The
+        claims count as settled afterwards, unless the connection was lost again meanwhile (the
+        next reconnect retakes them)."""
+        outages = self._outages
+        try:
+            await self._retake()
+        except CHANNEL_ERRORS as exc:
+            log.warning("broker.claims_retake_failed", error=type(exc).__name__)
+        finally:
+            if self._outages == outages:
+                self._settled.set()
+
+    async def _retake(self) -> None:
         async with self._claim_lock:
             self._claim_channel = None
             lost = []

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from worker.broker import BROKER_ERRORS, Broker, json_message
+from worker.claims import SessionClaims
 from worker.contract import (
     AcceptedEvent,
     EndedEvent,
@@ -83,10 +84,14 @@ class EventPublisher:
     """Builds contract events for a route and publishes them with confirms, retrying briefly."""
 
     def __init__(
-        self, broker: Broker, on_event: Callable[[dict[str, Any]], None] | None = None
+        self,
+        broker: Broker,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        claims: SessionClaims | None = None,
     ) -> None:
         self._broker = broker
         self._on_event = on_event
+        self._claims = claims
 
     async def accepted(self, route: EventRoute) -> None:
         await self._send(route, AcceptedEvent(**route.common()))
@@ -127,6 +132,11 @@ class EventPublisher:
         deadline = loop.time() + PUBLISH_DEADLINE_S
         delay = PUBLISH_RETRY_DELAY_S
         while True:
+            if self._claims is not None:
+                # After an outage, nothing goes out until this worker knows which sessions are
+                # still its own: one taken over meanwhile is silenced by then (no second `ready`
+                # or outcome beside the new owner's).
+                await self._claims.settled()
             if route.is_silenced:
                 log.info("events.silenced", status=status, session_id=route.session_id)
                 return False

@@ -39,6 +39,10 @@ async def _peek(queue: AbstractQueue) -> dict[str, Any] | None:
     return record
 
 
+# Notes a record queue can hold ahead of a new one: the running note and copies reapers re-armed.
+MAX_NOTES_AHEAD = 8
+
+
 class SessionRecords:
     """Each session's note in its own record queue: open, write, re-arm, read, finish."""
 
@@ -147,13 +151,33 @@ class SessionRecords:
         OUTCOME_LEASE_S. Written before the event goes out: if the publisher dies before
         `finish`, the reaper that gets the lapsed note republishes that same event (a copy
         consumers can dedupe), never another outcome. Waits out a broker outage like
-        `finish`."""
+        `finish`.
+
+        The outcome note is added behind the running one first, then the notes ahead of it are
+        taken off: the queue never stands empty (purge, then publish, left nothing for a reaper
+        to find when the worker died in between, and the session never got an outcome)."""
         lease_s = min(lease_s, OUTCOME_LEASE_S)
         await self._patiently(
-            lambda: self._write(session_id, record, lease_s=lease_s, replace=True),
+            lambda: self._write_outcome(session_id, record, lease_s=lease_s),
             "write the session's outcome",
             patience_s,
         )
+
+    async def _write_outcome(
+        self, session_id: str, record: dict[str, Any], *, lease_s: float
+    ) -> None:
+        await self._write(session_id, record, lease_s=lease_s, replace=False)
+        async with self._bookkeeping:
+            channel = await self._records()
+            queue = await channel.get_queue(self.topo.record_queue(session_id), ensure=False)
+            for _ in range(MAX_NOTES_AHEAD):
+                message = await queue.get(no_ack=False, fail=False)
+                if message is None:
+                    return
+                if json.loads(message.body).get("outcome") == record["outcome"]:
+                    await message.nack(requeue=True)  # ours, now at the head: back in place
+                    return
+                await message.ack()  # the running note, or a reaper's re-armed copy of it
 
     async def finish(
         self, session_id: str, record: dict[str, Any], *, patience_s: float = 60.0

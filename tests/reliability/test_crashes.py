@@ -280,3 +280,33 @@ async def test_reaper_killed_between_its_worker_lost_and_finishing_the_record_ge
     await wait_reaped(h, rescuer, sid)
     different = [brief(e) for e in h.terminal(sid) if e != lost]
     assert different == [], (brief(lost), different)
+
+
+@pytest.mark.slow
+async def test_worker_killed_while_writing_its_outcome_note_still_gets_one_outcome(
+    h: ReliabilityHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker SIGKILLs itself inside the write of its session's outcome note, right after
+    that write's first broker operation (tests/reliability/dying_worker.py, window `outcome`),
+    before `ended` is published. The session's note must survive that instant: a reaper then
+    publishes exactly one outcome. (Replacing the note by purge-then-publish left the record
+    queue empty there, and the session never got an outcome.)"""
+    monkeypatch.setenv("DYING_WORKER_WINDOW", "outcome")
+    victim = await h.spawn_capturing(
+        module="tests.reliability.dying_worker", **{**WORKER, "worker_reaper_interval_s": 0}
+    )
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    await h.wait_for(sid, "ready", timeout_s=20)
+    await h.stop_session(sid)
+    assert await victim.wait() == -signal.SIGKILL
+    assert h.terminal(sid) == []  # it died before publishing `ended`
+    rescuer = await h.start_worker(**WORKER)
+    outcome = await h.wait_terminal(sid, timeout_s=30)
+    reaper = rescuer.reaper
+    assert reaper is not None
+    await wait_until(lambda: reaper.reaped_total >= 1, 30, "the reaper did not finish")
+    await asyncio.sleep(3.0)  # later leases and sweeps find the record finished
+    assert h.terminal(sid) == [outcome], h.statuses(sid)
+    assert h.active_conversations() == []

@@ -89,6 +89,9 @@ class Reaper:
         self._clock = clock
         self._suspects: dict[str, float] = {}  # session id -> when first seen unclaimed
         self._reaped: OrderedDict[str, None] = OrderedDict()  # finished here: never again
+        # Being finished here right now, by the sweep or the lease path. A claim is this
+        # worker's, not one path's: without this, both paths could finish one session at once.
+        self._busy: set[str] = set()
         self._broker = broker
         self._claims = claims
         self._records = records
@@ -156,6 +159,18 @@ class Reaper:
         if left_s > 0:
             await self._records.rearm(sid, record, lease_s=max(left_s, 0.2))
             return False
+        if sid in self._busy:  # the sweep is finishing it here: this note goes back, unused
+            await self._records.rearm(sid, record, lease_s=self._lease_s)
+            return False
+        self._busy.add(sid)
+        try:
+            return await self._finish_lapsed(sid, record, settle)
+        finally:
+            self._busy.discard(sid)
+
+    async def _finish_lapsed(
+        self, sid: str, record: dict[str, Any], settle: Callable[[], Awaitable[None]] | None
+    ) -> bool:
         if not await self._claims.claim(sid):
             await self._records.rearm(sid, record, lease_s=self._lease_s)
             return False
@@ -202,16 +217,26 @@ class Reaper:
                 continue
             if now - self._suspects.setdefault(sid, now) < self._grace_s:
                 continue  # its worker may just be reconnecting: look again next sweep
-            if not await self._claims.claim(sid):
-                continue
+            if sid in self._busy:
+                continue  # the lease path is finishing it here
+            self._busy.add(sid)
             try:
-                await self._finish(orphan)
-                reaped.append(sid)
-                self._suspects.pop(sid, None)
+                if await self._finish_claimed(orphan):
+                    reaped.append(sid)
+                    self._suspects.pop(sid, None)
             finally:
-                await self._claims.release(sid)
+                self._busy.discard(sid)
         self.reaped_total += len(reaped)
         return reaped
+
+    async def _finish_claimed(self, orphan: Orphan) -> bool:
+        if not await self._claims.claim(orphan.session_id):
+            return False
+        try:
+            await self._finish(orphan)
+            return True
+        finally:
+            await self._claims.release(orphan.session_id)
 
     async def _candidates(self) -> dict[str, Orphan]:
         found: dict[str, Orphan] = defaultdict(lambda: Orphan(""))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 
 import pytest
 
@@ -179,3 +180,33 @@ async def test_no_provider_call_before_the_session_note_is_on_the_broker(
     note = await app.records.read(sid)
     assert note is not None and note["session_id"] == sid and not note.get("finished")
     assert h.statuses(sid).count("ready") == 1
+
+
+async def test_the_sweep_and_the_lease_path_of_one_reaper_finish_a_session_once(
+    h: Harness,
+) -> None:
+    """One worker's sweep and its lease path reach the same orphan at the same moment (a claim
+    is the worker's, not one path's, so both could take it): the session gets one outcome."""
+    victim = await h.spawn_worker_process(worker_session_lease_s=60.0)
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    ready = await h.wait_for(sid, "ready")
+    await asyncio.sleep(0.5)  # the job's ack lands
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+    app = await h.start_worker(worker_reaper_interval_s=3600, worker_reaper_grace_s=0.5)
+    reaper = app.reaper
+    assert reaper is not None
+    note = await app.records.read(sid)
+    assert note is not None
+    h.sim.faults.latency("POST /v2/conversations/{conversation_id}/end", 0.5)  # both get inside
+    await reaper.sweep_once()  # sees the orphan for the first time
+    await asyncio.sleep(0.6)  # past the grace period, for the sweep and for the lapsed note
+    lapsed = {**note, "unclaimed_since": time.time() - 1.0}
+    await asyncio.gather(reaper.sweep_once(), reaper.lease_lapsed(lapsed))
+    await h.wait_for(sid, "ended")
+    await asyncio.sleep(1.0)
+    outcomes = [e.get("reason") for e in h.of(sid) if e["status"] in ("ended", "failed")]
+    assert outcomes == ["worker_lost"], h.statuses(sid)
+    assert h.sim.conversations[ready["conversation_id"]].status == "ended"

@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import time
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,19 @@ from tests.worker.harness import Harness, job
 from worker.broker import BrokerUnavailable
 
 pytestmark = pytest.mark.broker
+
+
+async def ready_in_a_worker_process(
+    h: Harness, **overrides: Any
+) -> tuple[asyncio.subprocess.Process, str, dict[str, Any]]:
+    """A worker process with one session past intake: (the process, session id, `ready`)."""
+    victim = await h.spawn_worker_process(**overrides)
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    ready = await h.wait_for(sid, "ready")
+    await asyncio.sleep(0.5)  # the job's ack lands
+    return victim, sid, ready
 
 
 async def test_session_of_a_killed_worker_is_ended_as_worker_lost(h: Harness) -> None:
@@ -79,12 +93,7 @@ async def test_worker_killed_while_provisioning_is_resumed_by_another_worker(h: 
 async def test_session_of_a_worker_killed_after_releasing_gets_its_outcome(h: Harness) -> None:
     """A worker killed after its conversation ended but before `ended` went out: the session's
     lease lapses and a reaper publishes ended(worker_lost) from its record, once."""
-    victim = await h.spawn_worker_process(worker_session_lease_s=1.0)
-    body = job()
-    sid = body["session_id"]
-    await h.publish(body)
-    ready = await h.wait_for(sid, "ready")
-    await asyncio.sleep(0.5)  # the job's ack lands
+    victim, sid, ready = await ready_in_a_worker_process(h, worker_session_lease_s=1.0)
     victim.send_signal(signal.SIGSTOP)  # frozen: it can neither see the end nor publish
     h.sim.join(ready["conversation_id"])
     h.sim.leave(ready["conversation_id"])  # Tavus ends the call; nothing is left to find
@@ -187,12 +196,7 @@ async def test_the_sweep_and_the_lease_path_of_one_reaper_finish_a_session_once(
 ) -> None:
     """One worker's sweep and its lease path reach the same orphan at the same moment (a claim
     is the worker's, not one path's, so both could take it): the session gets one outcome."""
-    victim = await h.spawn_worker_process(worker_session_lease_s=60.0)
-    body = job()
-    sid = body["session_id"]
-    await h.publish(body)
-    ready = await h.wait_for(sid, "ready")
-    await asyncio.sleep(0.5)  # the job's ack lands
+    victim, sid, ready = await ready_in_a_worker_process(h, worker_session_lease_s=60.0)
     victim.send_signal(signal.SIGKILL)
     await victim.wait()
     app = await h.start_worker(worker_reaper_interval_s=3600, worker_reaper_grace_s=0.5)

@@ -6,6 +6,7 @@ tell a live session from an orphan; after a reconnect this worker takes its clai
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import aio_pika
@@ -154,6 +155,7 @@ class SessionClaims:
                 self._settled.set()
 
     async def _retake(self) -> None:
+        started = time.monotonic()
         async with self._claim_lock:
             self._claim_channel = None
             lost = []
@@ -174,7 +176,13 @@ class SessionClaims:
             record = await self._records.read(session_id)
             if record is not None and record.get("finished"):
                 lost.append(session_id)  # a reaper finished it while we were away
-        log.info("broker.claims_retaken", kept=len(self._claims), lost=len(lost))
+        # took_s: how long the retake took; events wait for it (`settled`).
+        log.info(
+            "broker.claims_retaken",
+            kept=len(self._claims),
+            lost=len(lost),
+            took_s=round(time.monotonic() - started, 3),
+        )
         for session_id in lost:
             self.on_claim_lost(session_id)
 

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aio_pika
 import httpx
@@ -94,6 +94,12 @@ def machine() -> dict[str, str]:
 
 
 # --- the simulator ------------------------------------------------------------------------------
+class HasBaseUrl(Protocol):
+    """A simulator: this process's `SimProcess`, or an in-process `tavus.sim.Simulator`."""
+
+    base_url: str
+
+
 class SimProcess:
     """bench/simproc.py in its own process, driven over its HTTP control endpoints."""
 
@@ -167,7 +173,7 @@ def new_topology(run_id: str, phase: str) -> Topology:
     )
 
 
-def worker_env(topo: Topology, sim: SimProcess, worker_id: str, **settings: Any) -> dict[str, str]:
+def worker_env(topo: Topology, sim: HasBaseUrl, worker_id: str, **settings: Any) -> dict[str, str]:
     """The environment of a `python -m worker.cli run` process against the simulator."""
     env = {
         k: v
@@ -207,6 +213,10 @@ PIPECAT_SETTINGS: dict[str, Any] = {
 }
 
 
+# bench/baseline.py's variants: with the worker's claim and session record, or bare.
+BASELINES = {"guarded": {"BASELINE_GUARANTEES": "1"}, "bare": {}}
+
+
 # --- worker processes -------------------------------------------------------------------------
 @dataclass
 class WorkerProcess:
@@ -226,6 +236,11 @@ class WorkerProcess:
     @classmethod
     def worker(cls, env: dict[str, str]) -> WorkerProcess:
         return cls([sys.executable, "-m", "worker.cli", "run"], env)
+
+    @classmethod
+    def baseline(cls, env: dict[str, str], variant: str) -> WorkerProcess:
+        """bench/baseline.py in one of its BASELINES variants, with a worker's environment."""
+        return cls([sys.executable, str(REPO / "bench" / "baseline.py")], env | BASELINES[variant])
 
     @property
     def pid(self) -> int:

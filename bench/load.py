@@ -8,12 +8,10 @@ import asyncio
 import contextlib
 import math
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 
 from benchlib import (
-    REPO,
     Producer,
     WorkerProcess,
     broker_pid,
@@ -36,9 +34,6 @@ class Burst:
     broker_cpu_ms: float
 
 
-BASELINES = {"guarded": {"BASELINE_GUARANTEES": "1"}, "bare": {}}
-
-
 async def burst(
     b: Bench, name: str, n: int, workers: int = 1, *, baseline: str | None = None
 ) -> Burst:
@@ -48,20 +43,14 @@ async def burst(
     starts/s = n / (last ready − first publish): every start, pipeline fill included. The broker's
     CPU includes whatever else uses it at the time (other tests on a shared machine).
     """
-    topo = b.topology(name)
-    await b.sim.reset()
-    producer = Producer(b.connection, topo)
-    await producer.start()
+    topo, producer = await b.phase(name)
     procs: list[WorkerProcess] = []
     sids = session_ids(name[:1], n)
     try:
         for i in range(workers):
             env = worker_env(topo, b.sim, f"{topo.jobs_queue}-w{i}", worker_max_sessions=n)
             if baseline is not None:
-                env.update(BASELINES[baseline])
-                procs.append(
-                    WorkerProcess([sys.executable, str(REPO / "bench" / "baseline.py")], env)
-                )
+                procs.append(WorkerProcess.baseline(env, baseline))
             else:
                 procs.append(WorkerProcess.worker(env))
         await asyncio.gather(*(p.start() for p in procs))
@@ -177,10 +166,7 @@ async def fill_in_fifths(b: Bench, producer: Producer, pid: int, sids: list[str]
 
 async def follow_many(b: Bench) -> None:
     n, window_s = b.cfg.follow_n, b.cfg.follow_window_s
-    topo = b.topology("follow")
-    await b.sim.reset()
-    producer = Producer(b.connection, topo)
-    await producer.start()
+    topo, producer = await b.phase("follow")
     worker = await b.worker(topo, f"{topo.jobs_queue}-w", worker_max_sessions=n)
     sids = session_ids("f", n)
     try:
@@ -257,10 +243,7 @@ BURST_TIMEOUT_S = 90.0
 async def burst_of_many(b: Bench) -> None:
     """All of item 5's sessions published at once: how long until every one is ready."""
     n = b.cfg.follow_n
-    topo = b.topology("burstmany")
-    await b.sim.reset()
-    producer = Producer(b.connection, topo)
-    await producer.start()
+    topo, producer = await b.phase("burstmany")
     worker = await b.worker(topo, f"{topo.jobs_queue}-w", worker_max_sessions=n)
     sids = session_ids("m", n)
     try:

@@ -80,6 +80,14 @@ class Bench:
         self._phase_seq += 1
         return new_topology(self.run_id, f"{self._phase_seq}{name}")
 
+    async def phase(self, name: str) -> tuple[Any, Producer]:
+        """A phase's own broker names, a reset simulator and a started producer."""
+        topo = self.topology(name)
+        await self.sim.reset()
+        producer = Producer(self.connection, topo)
+        await producer.start()
+        return topo, producer
+
     async def worker(self, topo: Any, wid: str, **settings: Any) -> WorkerProcess:
         proc = WorkerProcess.worker(worker_env(topo, self.sim, wid, **settings))
         await proc.start()
@@ -124,22 +132,16 @@ async def _overhead_run(
 ) -> tuple[list[float], list[float]]:
     """(published → ready, published → accepted) of n jobs at the steady rate, 50 ms injected
     on the create; consumed by the worker, or by bench/baseline.py in a BASELINES variant."""
-    from load import BASELINES  # load imports this module
-
-    topo = b.topology("overhead" if baseline is None else f"overhead-{baseline}")
-    await b.sim.reset()
+    topo, producer = await b.phase("overhead" if baseline is None else f"overhead-{baseline}")
     if history:
         await b.sim.seed_ended(history)
     await b.sim.latency("POST /v2/conversations", INJECTED_S)
-    producer = Producer(b.connection, topo)
-    await producer.start()
     if baseline is None:
         worker = await b.worker(topo, f"{topo.jobs_queue}-w", worker_max_sessions=n + 10)
         b.idle_rss_mb.append(rss_mb(worker.pid))
     else:
         env = worker_env(topo, b.sim, f"{topo.jobs_queue}-b", worker_max_sessions=n + 10)
-        env.update(BASELINES[baseline])
-        worker = WorkerProcess([sys.executable, str(REPO / "bench" / "baseline.py")], env)
+        worker = WorkerProcess.baseline(env, baseline)
         await worker.start()
     sids = session_ids("o", n)
     try:
@@ -216,10 +218,7 @@ async def one_pipecat_session(
 async def pipecat_phases(b: Bench) -> None:
     """Items 1 (pipecat_daily), 3 (parallel provisioning), 4 (warm end to end), 6 (child RSS)."""
     cfg = b.cfg
-    topo = b.topology("pipecat")
-    await b.sim.reset()
-    producer = Producer(b.connection, topo)
-    await producer.start()
+    topo, producer = await b.phase("pipecat")
     warm = 2
     worker = await b.worker(
         topo, f"{topo.jobs_queue}-w", worker_warm_processes=warm, **PIPECAT_SETTINGS
@@ -304,10 +303,7 @@ def _mean(values: list[float]) -> float:
 # --- 4. warm vs cold --------------------------------------------------------------------------
 async def warm_vs_cold(b: Bench) -> None:
     cfg = b.cfg
-    topo = b.topology("cold")
-    await b.sim.reset()
-    producer = Producer(b.connection, topo)
-    await producer.start()
+    topo, producer = await b.phase("cold")
     worker = await b.worker(
         topo, f"{topo.jobs_queue}-w", worker_warm_processes=0, **PIPECAT_SETTINGS
     )

@@ -32,14 +32,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import aio_pika  # noqa: E402
+import benchlib  # noqa: E402
 
 from tavus.sim import Simulator  # noqa: E402
-from tests.reliability.env import BrokerProxy  # noqa: E402
+from tests.reliability.env import BrokerProxy, peak_overlap  # noqa: E402
 from worker.broker import Topology, declare_job_topology, json_message  # noqa: E402
 from worker.client_tools import send_stop  # noqa: E402
 
 TAVUS_KEY = "soak-tavus-key-0123456789"
-REPLICA = "r90bbd427f71"
 TERMINAL = ("ended", "failed", "expired")
 RETRY_DELAYS_S = (0.5, 1.0)
 
@@ -91,38 +91,26 @@ def topology(prefix: str) -> Topology:
 
 
 def worker_env(run: Run, worker_id: str) -> dict[str, str]:
-    topo, args = run.topo, run.args
+    args = run.args
     base = args.amqp_url.split("?", 1)[0]
-    url = run.proxy.url_for(f"{base}?name={worker_id}&reconnect_interval=1")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAVUS_", "DAILY_", "AMQP_"))}
-    env.update(
-        TAVUS_API_KEY=TAVUS_KEY,
-        TAVUS_BASE_URL=run.sim.tavus_base_url,
-        TAVUS_DEFAULT_REPLICA_ID=REPLICA,
-        TAVUS_AVATAR_MODE="phoenix_rest",
-        AMQP_URL=url,
-        AMQP_JOBS_EXCHANGE=topo.jobs_exchange,
-        AMQP_JOBS_QUEUE=topo.jobs_queue,
-        AMQP_EVENTS_EXCHANGE=topo.events_exchange,
-        AMQP_CONTROL_EXCHANGE=topo.control_exchange,
-        AMQP_DEAD_LETTER_QUEUE=topo.dead_letter_queue,
-        WORKER_ID=worker_id,
-        WORKER_MAX_SESSIONS=str(args.max_sessions),
-        WORKER_MAX_ATTEMPTS="5",
-        WORKER_RETRY_DELAYS_S=",".join(str(d) for d in RETRY_DELAYS_S),
-        WORKER_DRAIN_TIMEOUT_S="5",
-        WORKER_POLL_INTERVAL_S="0.5",
-        WORKER_REAPER_INTERVAL_S=str(args.reaper_interval_s),
-        WORKER_REAPER_GRACE_S=str(args.reaper_grace_s),
-        WORKER_SESSION_LEASE_S=str(args.reaper_grace_s),
-        WORKER_STATUS_HOST="127.0.0.1",
-        WORKER_STATUS_PORT="0",
-        PROVIDER_TIMEOUT_S="2",
-        PROVIDER_RETRY_ATTEMPTS="2",
-        LOG_FORMAT="json",
-        LOG_LEVEL="INFO",
+    return benchlib.worker_env(
+        run.topo,
+        run.sim,
+        worker_id,
+        tavus_api_key=TAVUS_KEY,
+        amqp_url=run.proxy.url_for(f"{base}?name={worker_id}&reconnect_interval=1"),
+        worker_max_sessions=args.max_sessions,
+        worker_max_attempts=5,
+        worker_retry_delays_s=",".join(str(d) for d in RETRY_DELAYS_S),
+        worker_drain_timeout_s=5,
+        worker_poll_interval_s=0.5,
+        worker_reaper_interval_s=args.reaper_interval_s,
+        worker_reaper_grace_s=args.reaper_grace_s,
+        worker_session_lease_s=args.reaper_grace_s,
+        provider_timeout_s=2,
+        provider_retry_attempts=2,
+        log_level="INFO",
     )
-    return env
 
 
 async def spawn(run: Run, index: int, *, attempts: int = 30) -> Worker:
@@ -248,19 +236,6 @@ async def publish_jobs(run: Run, channel: aio_pika.abc.AbstractChannel, ids: lis
         await asyncio.sleep(run.args.publish_interval_s)
 
 
-def overlapping(run: Run, name: str, conversations: list[Any]) -> int:
-    spans = [
-        (c.created_at_s, c.ended_at_s if c.ended_at_s is not None else float("inf"))
-        for c in conversations
-    ]
-    points = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
-    live = peak = 0
-    for _, step in points:
-        live += step
-        peak = max(peak, live)
-    return peak
-
-
 def recovery(run: Run) -> tuple[float, int]:
     """Over all kills: the longest time until a session the killed worker owned (started, not
     finished) got its terminal event, and how many such sessions never got one."""
@@ -317,7 +292,7 @@ def report(run: Run, ids: list[str], wall_s: float) -> dict[str, Any]:
     by_name: dict[str, list[Any]] = defaultdict(list)
     for c in run.sim.conversations.values():
         by_name[str(c.request.get("conversation_name", ""))].append(c)
-    duplicates = [n for n, cs in by_name.items() if overlapping(run, n, cs) > 1]
+    duplicates = [n for n, cs in by_name.items() if peak_overlap(cs) > 1]
     started_twice = [  # two `ready` naming different conversations (an adopted one is the same)
         sid
         for sid in ids

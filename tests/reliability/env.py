@@ -80,6 +80,20 @@ async def poll_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
     return True
 
 
+def peak_overlap(conversations: list[Any]) -> int:
+    """The most of these simulator conversations that were active at the same instant."""
+    spans = [
+        (c.created_at_s, c.ended_at_s if c.ended_at_s is not None else float("inf"))
+        for c in conversations
+    ]
+    points = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    live = peak = 0
+    for _, step in points:
+        live += step
+        peak = max(peak, live)
+    return peak
+
+
 class BrokerProxy:
     """A TCP proxy between some workers and RabbitMQ that a test can take down for a while: an
     outage (or network partition) that only the workers behind it see."""
@@ -232,17 +246,9 @@ class ReliabilityHarness(Harness):
 
     def max_overlapping_conversations(self, session_id: str) -> int:
         """The most conversations of one session that were active at the same instant."""
-        spans = []
-        for cid in self.created_conversations(session_id):
-            c = self.sim.conversations[cid]
-            end = c.ended_at_s if c.ended_at_s is not None else float("inf")
-            spans.append((c.created_at_s, end))
-        points = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
-        live = peak = 0
-        for _, step in points:
-            live += step
-            peak = max(peak, live)
-        return peak
+        return peak_overlap(
+            [self.sim.conversations[cid] for cid in self.created_conversations(session_id)]
+        )
 
     async def aclose(self) -> None:
         await super().aclose()

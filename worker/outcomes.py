@@ -117,6 +117,13 @@ class SessionOutcomes:
         )
         state.has_record = True
 
+    def _kept_note(self, state: SessionState) -> dict[str, Any]:
+        """The session's note as this worker keeps it (made from the route when this attempt
+        has not written its own yet)."""
+        if not state.record:
+            state.record = self._note(state)
+        return state.record
+
     def _note(self, state: SessionState) -> dict[str, Any]:
         route = state.route
         return {
@@ -136,11 +143,10 @@ class SessionOutcomes:
         otherwise run out after WORKER_SESSION_LEASE_S, whatever the delay)."""
         if not state.is_noted:
             return
-        state.record = state.record or self._note(state)
         try:
             await self._records.write(
                 state.route.session_id,
-                state.record,
+                self._kept_note(state),
                 lease_s=delay_s + self._lease_s,
                 replace=True,
             )
@@ -182,8 +188,7 @@ class SessionOutcomes:
         if state.is_noted and not route.is_silenced:
             # An earlier attempt's note counts too: left as it is, its lease would run out and
             # a reaper would add `worker_lost` to this attempt's outcome.
-            state.record = state.record or self._note(state)
-            note = {**state.record, "outcome": event.model_dump(mode="json")}
+            note = {**self._kept_note(state), "outcome": event.model_dump(mode="json")}
             try:
                 await self._records.write_outcome(route.session_id, note, lease_s=self._lease_s)
             except BROKER_ERRORS as exc:  # the running note stays: a reaper would say worker_lost
@@ -212,7 +217,7 @@ class SessionOutcomes:
             # Only an outcome this worker published: otherwise the note (with the outcome, if it
             # got there) lapses and a reaper publishes it.
             if state.is_outcome_out and state.is_noted:
-                await self._records.finish(sid, state.record or self._note(state))
+                await self._records.finish(sid, self._kept_note(state))
             await self._claims.release(sid)
         except BROKER_ERRORS as exc:
             log.warning("session.bookkeeping_failed", error=type(exc).__name__)

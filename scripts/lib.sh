@@ -28,7 +28,7 @@ ensure_venv() {
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
   local constraints=()
   [ -f requirements.lock ] && constraints=(-c requirements.lock)
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${constraints[@]}" -e '.[dev]'
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${constraints[@]}" -e '.[dev,pipecat]'
   echo "$want" > "$stamp"
 }
 

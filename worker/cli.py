@@ -9,12 +9,17 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from worker.broker import BrokerUnavailable
 from worker.contract import SessionJob, describe_validation_error, json_schemas
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractConnection
+
+    from worker.broker import Topology
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,7 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--language")
     enqueue.add_argument("--max-duration-s", type=int)
     enqueue.add_argument("--user-name")
-    enqueue.add_argument("--wait", action="store_true", help="print the session's events live")
+    enqueue.add_argument(
+        "--wait",
+        action="store_true",
+        help="print the session's events live (direct reply-to) until it ends",
+    )
+    enqueue.add_argument(
+        "--until-ready",
+        action="store_true",
+        help="with --wait: exit at `ready` (or failed/expired); the session keeps running",
+    )
     enqueue.add_argument("--timeout-s", type=float, default=600.0)
 
     stop = sub.add_parser("stop", help="end a session wherever it runs")
@@ -102,7 +116,6 @@ async def _enqueue(args: argparse.Namespace) -> int:
     import aio_pika
 
     from worker.broker import Topology
-    from worker.client_tools import describe_event, follow_job
     from worker.producer import publish_session_job
     from worker.settings import Settings
 
@@ -110,17 +123,39 @@ async def _enqueue(args: argparse.Namespace) -> int:
     job = _job_from_args(args)
     topo = Topology.from_settings(settings)
     async with await aio_pika.connect_robust(settings.amqp_url.get_secret_value()) as connection:
-        channel = await connection.channel()
         if not args.wait:
-            await publish_session_job(channel, job, topology=topo)
+            await publish_session_job(await connection.channel(), job, topology=topo)
             print(f"enqueued {job.session_id}")
             return 0
-        print(f"enqueued {job.session_id}; waiting for its events")
-        last = ""
-        async for event in follow_job(channel, job, topology=topo, timeout_s=args.timeout_s):
-            print(describe_event(event), flush=True)
-            last = event["status"]
-        return 0 if last == "ended" else 1
+        return await _enqueue_and_wait(connection, job, topo, args)
+
+
+async def _enqueue_and_wait(
+    connection: AbstractConnection, job: SessionJob, topo: Topology, args: argparse.Namespace
+) -> int:
+    """`enqueue --wait`: the events on direct reply-to, up to `ready` or to the session's end."""
+    from worker.client import NoReplyError, open_session
+    from worker.client_tools import describe_event
+
+    print(f"enqueued {job.session_id}; waiting for its events", flush=True)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.timeout_s
+    try:
+        async with open_session(connection, job, timeout_s=args.timeout_s, topology=topo) as call:
+            for reply in call.seen:
+                print(describe_event(reply.event), flush=True)
+            last = call.seen[-1]
+            if not args.until_ready:
+                async for reply in call.follow(timeout_s=max(deadline - loop.time(), 0.0)):
+                    print(describe_event(reply.event), flush=True)
+                    last = reply
+    except NoReplyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except TimeoutError as exc:
+        print(f"error: {exc} (it goes on; `avatar-worker stop` ends it)", file=sys.stderr)
+        return 1
+    return 0 if last.status in ("ended", "ready") else 1
 
 
 async def _stop(args: argparse.Namespace) -> int:

@@ -62,3 +62,26 @@ async def test_enqueue_refuses_an_invalid_job_before_sending_it(h: Harness) -> N
     assert "field `session_id`" in err
     with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
         await h.queue_depth()  # the CLI never even declared the queue
+
+
+async def test_enqueue_until_ready_prints_the_join_url_and_leaves_the_session_running(
+    h: Harness,
+) -> None:
+    """`enqueue --wait --until-ready` exits 0 at `ready` with the URL; the session goes on."""
+    await h.start_worker()
+    code, out, err = await run_cli(
+        h, "enqueue", "--session-id", "cli-r1", "--wait", "--until-ready", "--timeout-s", "30"
+    )
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["accepted", "ready"]
+    assert "conversation_url=" in out
+    assert h.statuses("cli-r1") == ["accepted", "ready"]
+    await h.stop_session("cli-r1")
+    await h.wait_for("cli-r1", "ended")
+
+
+async def test_enqueue_wait_without_a_worker_says_no_event_came(h: Harness) -> None:
+    """`enqueue --wait` with nobody consuming exits 1 after its timeout, saying no event came."""
+    code, _, err = await run_cli(h, "enqueue", "--wait", "--timeout-s", "0.5")
+    assert code == 1
+    assert "no event at all" in err

@@ -6,6 +6,19 @@ import functools
 import importlib
 import importlib.util
 
+PIPECAT_EXTRA_MISSING = (
+    "the 'pipecat' extra is not installed (pip install 'avatar-worker[pipecat]'): "
+    "this worker runs phoenix_rest sessions only"
+)
+
+
+def is_pipecat_installed() -> bool:
+    """True when Pipecat can be found (the `pipecat` extra), without importing it."""
+    try:
+        return importlib.util.find_spec("pipecat") is not None
+    except (ImportError, ValueError):
+        return False
+
 
 @functools.cache
 def daily_availability() -> tuple[bool, str | None]:
@@ -15,6 +28,8 @@ def daily_availability() -> tuple[bool, str | None]:
     importing Pipecat's Daily modules (which log errors while failing); an installed one is then
     checked by importing them, which catches a daily-python that Pipecat cannot use.
     """
+    if not is_pipecat_installed():
+        return False, PIPECAT_EXTRA_MISSING
     try:
         spec = importlib.util.find_spec("daily")
     except ImportError as exc:

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from pydantic import ValidationError
 
 from worker.broker import BrokerUnavailable
@@ -205,7 +206,13 @@ def _run(args: argparse.Namespace) -> int:
     level = "WARNING" if quiet and "LOG_LEVEL" not in os.environ else settings.log_level
     configure_logging(level=level, fmt=settings.log_format, secrets=settings.secret_values())
     if args.command == "run":
+        from pipelines.availability import PIPECAT_EXTRA_MISSING, is_pipecat_installed
         from worker.app import run_worker
+
+        if not is_pipecat_installed():
+            structlog.get_logger("worker.cli").warning(
+                "worker.phoenix_rest_only", reason=PIPECAT_EXTRA_MISSING
+            )
 
         asyncio.run(run_worker(settings))
         return 0

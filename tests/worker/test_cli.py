@@ -13,11 +13,14 @@ from tests.worker.harness import Harness
 pytestmark = pytest.mark.broker
 
 
-async def run_cli(h: Harness, *args: str, timeout_s: float = 60) -> tuple[int, str, str]:
+async def run_cli(
+    h: Harness, *args: str, timeout_s: float = 60, module: str = "worker.cli"
+) -> tuple[int, str, str]:
+    """Run `python -m <module> ARGS` with the harness's settings; (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "worker.cli",
+        module,
         *args,
         env=h.env(),
         stdout=asyncio.subprocess.PIPE,

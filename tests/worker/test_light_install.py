@@ -11,25 +11,15 @@ import pytest
 
 from tests.worker.harness import Harness
 from tests.worker.light_cli import HEAVY
+from tests.worker.test_cli import run_cli
 
 pytestmark = pytest.mark.broker
 
 LIGHT = "tests.worker.light_cli"
 
 
-async def run_light(h: Harness, *args: str, timeout_s: float = 60) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        LIGHT,
-        *args,
-        env=h.env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+async def run_light(h: Harness, *args: str) -> tuple[int, str, str]:
+    return await run_cli(h, *args, module=LIGHT)
 
 
 async def test_the_light_blocker_catches_an_import_of_the_extra() -> None:

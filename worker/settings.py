@@ -9,10 +9,11 @@ import os
 import socket
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipelines.config import LlmConfig, ProviderConfig, SttConfig, TtsConfig
+from worker.amqp_nodes import AmqpNodes
 
 Mode = Literal["auto", "pipecat_daily", "phoenix_rest"]
 
@@ -24,7 +25,10 @@ def _default_worker_id() -> str:
 class Settings(BaseSettings):
     """Worker configuration; see the README's configuration table for what each one does."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    # hide_input_in_errors: a rejected value (a URL with its password) never reaches an exception.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", case_sensitive=False, hide_input_in_errors=True
+    )
 
     # --- providers (names kept from the original backend) -------------------------------------
     tavus_api_key: SecretStr | None = None
@@ -53,8 +57,15 @@ class Settings(BaseSettings):
     cartesia_api_key: SecretStr | None = None
     cartesia_voice_id: str = "71a7ad14-091c-4e8e-a314-022ece01c121"
     cartesia_model: str | None = None
+    # What a job's `pipeline` object may choose besides the defaults above (which are always
+    # allowed): comma-separated names. Anything else fails the job as invalid_job (worker.choices).
+    pipeline_allowed_tts_voices: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    pipeline_allowed_llm_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    pipeline_allowed_stt_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    pipeline_allowed_stt_languages: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- broker (names of the contract; each can be changed) ---------------------------------
+    # One URL, or a cluster's nodes comma-separated (worker.amqp_nodes).
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/")
     amqp_jobs_exchange: str = "avatar.jobs"
     amqp_jobs_routing_key: str = "session.start"
@@ -91,6 +102,25 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _check_amqp_url(cls, value: SecretStr) -> SecretStr:
+        AmqpNodes.parse(value.get_secret_value())  # AmqpUrlError names the bad entry
+        return value
+
+    @field_validator(
+        "pipeline_allowed_tts_voices",
+        "pipeline_allowed_llm_models",
+        "pipeline_allowed_stt_models",
+        "pipeline_allowed_stt_languages",
+        mode="before",
+    )
+    @classmethod
+    def _parse_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("worker_retry_delays_s", mode="before")
     @classmethod
@@ -132,20 +162,26 @@ class Settings(BaseSettings):
             self.cartesia_api_key,
         ]
         values = [s.get_secret_value() for s in secrets if s is not None]
-        password = _amqp_password(self.amqp_url.get_secret_value())
-        if password:
-            values.append(password)
+        values.extend(self.amqp_nodes().passwords())
         return [v for v in values if len(v) >= 4]
 
+    def amqp_nodes(self) -> AmqpNodes:
+        """The broker nodes AMQP_URL names (one, or a cluster's)."""
+        return AmqpNodes.parse(self.amqp_url.get_secret_value())
+
     def amqp_url_for_display(self) -> str:
-        """The broker URL with its password hidden."""
-        url = self.amqp_url.get_secret_value()
-        password = _amqp_password(url)
-        return url.replace(f":{password}@", ":***@", 1) if password else url
+        """The broker URL (or the list of nodes) with every password hidden."""
+        return self.amqp_nodes().display
 
 
-def _amqp_password(url: str) -> str | None:
-    if "@" not in url or "://" not in url:
-        return None
-    creds = url.split("://", 1)[1].rsplit("@", 1)[0]
-    return creds.split(":", 1)[1] if ":" in creds else None
+def describe_settings_error(exc: ValidationError, limit: int = 3) -> str:
+    """One line naming each bad setting by its environment variable, never its value."""
+    parts = []
+    for err in exc.errors()[:limit]:
+        name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+        message = err["msg"].removeprefix("Value error, ")
+        parts.append(message if message.startswith(name) else f"{name}: {message}")
+    more = len(exc.errors()) - limit
+    if more > 0:
+        parts.append(f"and {more} more problem(s)")
+    return "invalid setting: " + "; ".join(parts)

@@ -1,0 +1,134 @@
+"""A real 3-node RabbitMQ cluster for the tests in this package (scripts/cluster.sh), never mocked
+and never silently skipped: where none can be started, every test here fails and says how to get
+one. A test may kill and restart nodes; each node it killed is back before the next test starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from worker.amqp_nodes import AmqpNodes
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "cluster.sh"
+URLS_ENV = "AVATAR_CLUSTER_URLS"  # set by scripts/test once it has started the cluster
+START_TIMEOUT_S = 240.0
+NODE_TIMEOUT_S = 120.0
+HOW_TO_GET_A_CLUSTER = (
+    "These tests need a local 3-node RabbitMQ cluster and could not get one:\n{error}\n"
+    "Start it with `scripts/cluster.sh start` (as root, with rabbitmq-server installed:\n"
+    "`apt-get install rabbitmq-server`, which scripts/test does), or set "
+    f"{URLS_ENV} to your own cluster's nodes (amqp://u:p@host1:5672/,amqp://u:p@host2:5672/,...)."
+)
+
+
+class ClusterError(AssertionError):
+    """scripts/cluster.sh failed; the message carries what it said."""
+
+
+@dataclass
+class Cluster:
+    """The cluster's nodes, 0-based: `urls[i]` (or `url(i)`) is node i; `kill(i)` and `restart(i)`
+    act on it through scripts/cluster.sh. Nodes killed by a test are restarted after it."""
+
+    urls: list[str]
+    is_managed: bool  # False when the nodes came from AVATAR_CLUSTER_URLS: kill/restart refuse
+    killed: set[int] = field(default_factory=set)
+
+    def url(self, i: int) -> str:
+        return self.urls[i]
+
+    @property
+    def amqp_url(self) -> str:
+        """Every node, comma-separated, as AMQP_URL takes them."""
+        return ",".join(self.urls)
+
+    def nodes(self, **query: str | float) -> AmqpNodes:
+        """The nodes as AmqpNodes, with these query parameters on every URL (name=,
+        reconnect_interval=, heartbeat=...)."""
+        return AmqpNodes.parse(self.amqp_url).with_query(**query)
+
+    async def kill(self, i: int) -> None:
+        """SIGKILL node i; it stays down until `restart(i)` or the end of the test."""
+        self.killed.add(i)
+        await self._script("kill", str(i + 1))
+
+    async def restart(self, i: int) -> None:
+        """Start node i again with its data; it rejoins the cluster (returns once it serves)."""
+        await self._script("restart", str(i + 1))
+        self.killed.discard(i)
+
+    async def recreate(self, i: int) -> None:
+        """Replace node i by an empty node (the others forget the old one): a node lost for good
+        and replaced. Quorum queues declared before keep their members on the other nodes."""
+        self.killed.add(i)
+        await self._script("recreate", str(i + 1))
+        self.killed.discard(i)
+
+    async def heal(self) -> None:
+        """Restart every node a test killed."""
+        for i in sorted(self.killed):
+            await self.restart(i)
+
+    async def _script(self, *args: str) -> str:
+        if not self.is_managed:
+            raise ClusterError(f"{URLS_ENV} names an outside cluster: cannot {args[0]} its nodes")
+        proc = await asyncio.create_subprocess_exec(
+            str(SCRIPT),
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), NODE_TIMEOUT_S)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise ClusterError(
+                f"cluster.sh {' '.join(args)} took over {NODE_TIMEOUT_S} s"
+            ) from None
+        if proc.returncode != 0:
+            raise ClusterError(f"cluster.sh {' '.join(args)} failed: {out.decode()[-1500:]}")
+        return out.decode()
+
+
+def start_cluster() -> Cluster:
+    """The cluster scripts/test started (AVATAR_CLUSTER_URLS), else one started here."""
+    listed = os.environ.get(URLS_ENV, "")
+    try:
+        done = subprocess.run(
+            [str(SCRIPT), "urls" if listed else "start"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(HOW_TO_GET_A_CLUSTER.format(error=exc), pytrace=False)
+    if done.returncode != 0:
+        pytest.fail(HOW_TO_GET_A_CLUSTER.format(error=done.stderr[-1500:]), pytrace=False)
+    script_urls = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    urls = (listed or script_urls).split(",")
+    return Cluster(urls=urls, is_managed=not listed or listed == script_urls)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    """The 3-node cluster (started, or reused when it already runs); fails with instructions when
+    it cannot be had."""
+    return start_cluster()
+
+
+@pytest.fixture(autouse=True)
+async def _whole_cluster_after_each_test(cluster: Cluster) -> AsyncIterator[None]:
+    """Every node a test killed is running again before the next test."""
+    yield
+    await cluster.heal()

@@ -1,9 +1,16 @@
-# syntax=docker/dockerfile:1
 # avatar-worker: one image for the worker (`run`, the default), the simulator (`sim`) and the
 # CLI (`enqueue`, `doctor`, `conversations end --all-active`, ...).
 #
-#   docker build -t avatar-worker .
+#   docker build -t avatar-worker .           (BuildKit: Docker 23+, or DOCKER_BUILDKIT=1)
 #   docker run --rm -e TAVUS_API_KEY=... -e AMQP_URL=amqp://... avatar-worker
+#
+# Build arguments and secrets (all optional):
+#   PYTHON_IMAGE     the base, default python:3.11-slim-bookworm; any Debian/Ubuntu image with
+#                    python3.11 and its venv module works (CI: Debian bookworm's python3 +
+#                    python3-venv, built locally by scripts/docker.sh)
+#   PIP_INDEX_URL    a package index mirror (builder stage only)
+#   --secret id=pip_cert,src=/path/ca-bundle.crt   a CA bundle for pip behind a TLS-inspecting
+#                    proxy; mounted for the install only, never stored in a layer
 #
 # Stopping: SIGTERM starts a drain: the worker stops taking jobs and lets live sessions run for up
 # to WORKER_DRAIN_TIMEOUT_S (default 1800 s), then ends the rest. Give it that long plus a margin
@@ -19,17 +26,26 @@ FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/venv
+ARG PIP_INDEX_URL
+# python3, not python: Debian's own Python has no `python` command. The venv's python is the
+# base's, so the runtime stage (same base) runs it.
+RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first, from the project metadata alone (no packages yet), so a code change does not
 # reinstall them. `-c requirements.lock` pins every version without installing the dev tools in it.
+# `.[pipecat]`: the worker with the pipecat_daily pipeline (pip only warns while the extra is not
+# split out yet, and installs the same).
 COPY pyproject.toml requirements.lock README.md ./
-RUN pip install -c requirements.lock .
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    pip install -c requirements.lock ".[pipecat]"
 COPY tavus ./tavus
 COPY pipelines ./pipelines
 COPY worker ./worker
-RUN pip install --no-deps --force-reinstall -c requirements.lock . \
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    pip install --no-deps --force-reinstall -c requirements.lock . \
     && avatar-worker --help > /dev/null
 
 # ---- runtime: the venv only, as a non-root user ------------------------------------------------

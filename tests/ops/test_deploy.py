@@ -24,6 +24,16 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 STATUS_PORT_SETTING = "WORKER_STATUS_PORT"  # read by the image's HEALTHCHECK as well
 MARGIN_S = 30  # at least: the worker ends the remaining sessions after the drain
+# .env.example lines that configure compose itself, not the worker (with a valid value each).
+COMPOSE_ONLY = {
+    "WORKER_STOP_GRACE_S": 360,
+    "RABBITMQ_PORT": 5672,
+    "RABBITMQ_MANAGEMENT_PORT": 15672,
+    "SIM_PORT": 8090,
+    "AVATAR_WORKER_IMAGE": "avatar-worker:local",
+    "RABBITMQ_IMAGE": "rabbitmq:3-management",
+    "PYTHON_IMAGE": "python:3.11-slim-bookworm",
+}
 
 
 def dockerfile() -> list[Instruction]:
@@ -43,9 +53,12 @@ def only(instructions: list[Instruction], keyword: str) -> Instruction:
 
 
 def env_entries(service: dict[str, Any]) -> dict[str, str | None]:
-    """A service's environment list as {NAME: value or None for pass-through}."""
+    """A service's environment (a list or a mapping) as {NAME: value or None for pass-through}."""
+    environment = service.get("environment", [])
+    if isinstance(environment, dict):
+        return {name: None if value is None else str(value) for name, value in environment.items()}
     entries: dict[str, str | None] = {}
-    for item in service.get("environment", []):
+    for item in environment:
         name, sep, value = str(item).partition("=")
         entries[name] = value if sep else None
     return entries
@@ -53,7 +66,7 @@ def env_entries(service: dict[str, Any]) -> dict[str, str | None]:
 
 def default_of(expression: str) -> str:
     """The default of "${NAME:-default}" (or the literal value)."""
-    match = re.fullmatch(r"\$\{\w+:-([^}]*)\}(.*)", expression)
+    match = re.fullmatch(r"\$\{\w+:?-([^}]*)\}(.*)", expression)
     return match.group(1) + match.group(2) if match else expression
 
 
@@ -67,16 +80,17 @@ def free_port() -> int:
 
 
 def test_dockerfile_builds_in_a_builder_stage_and_runs_from_slim() -> None:
-    """Two stages on python:3.11-slim-bookworm; the builder pip-installs with the lock as
-    constraints into a venv, and the runtime copies only that venv."""
+    """Two stages on the PYTHON_IMAGE build argument (python:3.11-slim-bookworm by default); the
+    builder pip-installs the worker with its pipeline extra, the lock as constraints, into a venv
+    made with python3 (Debian's own Python has no `python`), and the runtime copies only that venv."""
     instructions = dockerfile()
     base = next(i for i in instructions if i.keyword == "ARG" and i.args.startswith("PYTHON_IMAGE"))
     assert base.args == "PYTHON_IMAGE=python:3.11-slim-bookworm"
     froms = [i.args for i in instructions if i.keyword == "FROM"]
     assert froms == ["${PYTHON_IMAGE} AS builder", "${PYTHON_IMAGE} AS runtime"]
     builder_runs = [i.args for i in instructions if i.stage == "builder" and i.keyword == "RUN"]
-    assert any("python -m venv /opt/venv" in run for run in builder_runs)
-    assert any("pip install -c requirements.lock ." in run for run in builder_runs)
+    assert any("python3 -m venv /opt/venv" in run for run in builder_runs)
+    assert any('pip install -c requirements.lock ".[pipecat]"' in run for run in builder_runs)
     copies = [i.args for i in instructions if i.stage == "runtime" and i.keyword == "COPY"]
     assert copies == ["--from=builder /opt/venv /opt/venv"]
 
@@ -133,10 +147,11 @@ def test_hadolint_passes() -> None:
 
 
 def test_compose_has_broker_simulator_worker_and_demo() -> None:
-    """rabbitmq (management image) and the simulator have health checks; demo is a profile."""
+    """rabbitmq (the management image unless RABBITMQ_IMAGE names another) and the simulator
+    have health checks; demo is a profile."""
     services = compose()["services"]
     assert set(services) == {"rabbitmq", "sim", "worker", "demo"}
-    assert services["rabbitmq"]["image"] == "rabbitmq:3-management"
+    assert default_of(services["rabbitmq"]["image"]) == "rabbitmq:3-management"
     assert services["rabbitmq"]["healthcheck"]["test"][0] == "CMD"
     assert services["sim"]["command"] == ["sim", "--host", "0.0.0.0", "--port", "8090"]
     assert "/_sim/state" in " ".join(services["sim"]["healthcheck"]["test"])
@@ -153,7 +168,7 @@ def test_compose_worker_scales() -> None:
     assert "container_name" not in worker
     for port in worker.get("ports", []):
         published = port.get("published") if isinstance(port, dict) else None
-        assert ":" not in str(port) and published is None, f"fixed host port {port}"
+        assert ":" not in default_of(str(port)) and published is None, f"fixed host port {port}"
     assert worker["depends_on"] == {
         "rabbitmq": {"condition": "service_healthy"},
         "sim": {"condition": "service_healthy"},
@@ -200,31 +215,65 @@ def test_env_example_documents_every_setting() -> None:
     assert compose_vars - documented == set()
 
 
-def compose_command() -> list[str] | None:
+def compose_command() -> list[str]:
+    """`docker compose`, else `docker-compose`; fails (never skips) saying how to get one."""
     if shutil.which("docker") is not None:
         probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
         if probe.returncode == 0:
             return ["docker", "compose"]
     legacy = shutil.which("docker-compose")
-    return [legacy] if legacy else None
+    if legacy is None:
+        pytest.fail(
+            "neither `docker compose` nor `docker-compose` is installed; scripts/test installs "
+            "docker-compose (Debian package) when run as root, or install Docker Compose",
+            pytrace=False,
+        )
+    return [legacy]
 
 
-@pytest.mark.skipif(compose_command() is None, reason="neither docker compose nor docker-compose")
-@pytest.mark.parametrize("profile", [[], ["--profile", "demo"]])
-def test_compose_config_validates(profile: list[str]) -> None:
-    """`docker compose config` (no daemon needed) accepts the file, with and without the demo."""
-    command = compose_command()
-    assert command is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-    result = subprocess.run(
-        [*command, "-f", str(ROOT / "compose.yaml"), *profile, "config", "-q"],
+def run_compose_config(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`compose config` (no daemon needed) on compose.yaml with `env_file` as its .env, and no
+    COMPOSE_* variable or setting from the calling shell."""
+    names = set(COMPOSE_ONLY) | {name.upper() for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_") and k not in names}
+    files = ["--env-file", str(env_file), "-f", str(ROOT / "compose.yaml")]
+    return subprocess.run(
+        [*compose_command(), *files, *args, "config"],
         capture_output=True,
         text=True,
         check=False,
         env=env,
         cwd=ROOT,
     )
+
+
+@pytest.mark.parametrize("profile", [[], ["--profile", "demo"]])
+def test_compose_config_validates(profile: list[str], tmp_path: Path) -> None:
+    """`docker compose config` accepts the file, with and without the demo."""
+    (tmp_path / ".env").write_text("")
+    result = run_compose_config(tmp_path / ".env", *profile)
     assert result.returncode == 0, result.stderr
+
+
+def env_example_names() -> list[str]:
+    text = (ROOT / ".env.example").read_text()
+    return list(dict.fromkeys(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE)))
+
+
+def test_every_env_example_setting_reaches_the_worker(tmp_path: Path) -> None:
+    """Each worker setting a compose user puts in .env arrives in the worker container with the
+    value they gave (compose resolves the file as `up` would)."""
+    env_file = tmp_path / ".env"
+    settings = [name for name in env_example_names() if name not in COMPOSE_ONLY]
+    values = {name: f"probe-{name.lower()}" for name in settings}
+    values |= {name: str(value) for name, value in COMPOSE_ONLY.items()}
+    values[STATUS_PORT_SETTING] = "18081"  # also the published container port: a number
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+    result = run_compose_config(env_file)
+    assert result.returncode == 0, result.stderr
+    worker = env_entries(yaml.safe_load(result.stdout)["services"]["worker"])
+    missing = [name for name in settings if worker.get(name) != values[name]]
+    assert missing == [], f"set in .env but not passed to the worker: {missing}"
 
 
 # ---- the entry point as a plain command --------------------------------------------------------

@@ -18,6 +18,8 @@ from worker.amqp_nodes import AmqpNode, AmqpNodes, parse_nodes
 
 log = structlog.get_logger(__name__)
 
+CONNECT_TIMEOUT_S = 15.0  # for the commands that connect once (enqueue, stop): all nodes' share
+
 
 class NoNodeAnswered(aiormq.exceptions.AMQPConnectionError):
     """No node of AMQP_URL answered; the message names each node (password hidden) and why."""

@@ -114,8 +114,7 @@ def _job_from_args(args: argparse.Namespace) -> SessionJob:
 
 
 async def _enqueue(args: argparse.Namespace) -> int:
-    import aio_pika
-
+    from worker.amqp_connection import CONNECT_TIMEOUT_S, connect_any
     from worker.broker import Topology
     from worker.producer import publish_session_job
     from worker.settings import Settings
@@ -123,7 +122,7 @@ async def _enqueue(args: argparse.Namespace) -> int:
     settings = Settings()
     job = _job_from_args(args)
     topo = Topology.from_settings(settings)
-    async with await aio_pika.connect_robust(settings.amqp_url.get_secret_value()) as connection:
+    async with await connect_any(settings.amqp_nodes(), timeout_s=CONNECT_TIMEOUT_S) as connection:
         if not args.wait:
             await publish_session_job(await connection.channel(), job, topology=topo)
             print(f"enqueued {job.session_id}")
@@ -160,14 +159,13 @@ async def _enqueue_and_wait(
 
 
 async def _stop(args: argparse.Namespace) -> int:
-    import aio_pika
-
+    from worker.amqp_connection import CONNECT_TIMEOUT_S, connect_any
     from worker.broker import Topology
     from worker.client_tools import send_stop
     from worker.settings import Settings
 
     settings = Settings()
-    async with await aio_pika.connect_robust(settings.amqp_url.get_secret_value()) as connection:
+    async with await connect_any(settings.amqp_nodes(), timeout_s=CONNECT_TIMEOUT_S) as connection:
         await send_stop(
             await connection.channel(),
             args.session_id,
@@ -256,7 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except ValidationError as exc:
-        print(f"error: {describe_validation_error(exc)}", file=sys.stderr)
+        if exc.title == "Settings":  # a bad environment variable, not a bad job
+            from worker.settings import describe_settings_error
+
+            print(f"error: {describe_settings_error(exc)}", file=sys.stderr)
+        else:
+            print(f"error: {describe_validation_error(exc)}", file=sys.stderr)
         return 2
     except BrokerUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)

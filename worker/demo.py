@@ -16,6 +16,7 @@ from typing import TextIO
 import aio_pika
 from pydantic import SecretStr
 
+from worker.amqp_connection import connect_any
 from worker.app import WorkerApp
 from worker.broker import Topology
 from worker.client_tools import describe_event, follow_job, send_stop
@@ -60,7 +61,7 @@ async def run_demo(settings: Settings, *, hold_s: float = 2.0, out: TextIO = sys
         }
     )
     try:
-        connection = await aio_pika.connect_robust(settings.amqp_url.get_secret_value(), timeout=5)
+        connection = await connect_any(settings.amqp_nodes(), timeout_s=5)
     except (TimeoutError, OSError, aio_pika.exceptions.AMQPConnectionError) as exc:
         out.write(
             f"cannot reach RabbitMQ at {settings.amqp_url_for_display()} ({type(exc).__name__}).\n"

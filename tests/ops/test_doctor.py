@@ -218,3 +218,20 @@ async def test_a_wrong_broker_password_is_named_as_such(sim: Any, broker_url: st
     assert code == 1
     assert line(lines, "broker") == f"✗ broker amqp://guest:***@{host} refused the user or password"
     assert fix_after(lines, "broker") == "fix: check the user and password in AMQP_URL"
+
+
+async def test_every_broker_node_is_checked_and_named(sim: Any, broker_url: str) -> None:
+    """With AMQP_URL listing a cluster's nodes, each gets its own line (password hidden); one that
+    refuses connections is ✗ with a fix and makes the exit 1."""
+    port = closed_port()
+    refused = f"amqp://avatar:s3cret-pass@127.0.0.1:{port}/"
+    code, lines = await doctor(settings_for(sim, f"{broker_url},{refused}"))
+    host = broker_url.rsplit("@", 1)[1]
+    assert line(lines, "broker 1/2").startswith("✓ broker 1/2 connected to amqp://")
+    assert line(lines, "broker 1/2").endswith(f":***@{host}")
+    assert line(lines, "broker 2/2").startswith(
+        f"✗ broker 2/2 cannot connect to amqp://avatar:***@127.0.0.1:{port}/"
+    )
+    assert fix_after(lines, "broker 2/2").startswith("fix: start RabbitMQ")
+    assert code == 1
+    assert lines[-1] == "doctor: NOT READY: fix the ✗ lines above (broker 2/2)"

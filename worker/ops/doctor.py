@@ -27,6 +27,7 @@ from tavus.errors import (
     UnexpectedResponseError,
 )
 from tavus.resolve import TTLCache, resolve_replica
+from worker.amqp_nodes import AmqpNode
 from worker.settings import Settings
 
 DOCTOR_TIMEOUT_S = 5.0
@@ -78,7 +79,8 @@ async def run_doctor(
         print(_redact(_format(check), secrets), file=out, flush=True)
 
     print("avatar-worker doctor", file=out)
-    emit(await _check_broker(settings, probes, timeout_s))
+    for check in await _check_brokers(settings, probes, timeout_s):
+        emit(check)
     for check in await _check_tavus(settings, timeout_s):
         emit(check)
     pipecat_required = settings.tavus_avatar_mode == "pipecat_daily"
@@ -127,13 +129,25 @@ def _summary(failed: list[Check], daily_checks: list[Check]) -> str:
     return f"doctor: ok: this worker can run phoenix_rest sessions (pipecat_daily: {pipecat})"
 
 
-async def _check_broker(settings: Settings, probes: Probes, timeout_s: float) -> Check:
-    shown = settings.amqp_url_for_display()
+async def _check_brokers(settings: Settings, probes: Probes, timeout_s: float) -> list[Check]:
+    """One line per node of AMQP_URL ("broker", or "broker 2/3" for a cluster's), each required."""
+    nodes = settings.amqp_nodes()
+    if len(nodes) == 1:
+        return [await _check_broker(nodes[0], "broker", probes, timeout_s)]
+    names = [f"broker {i}/{len(nodes)}" for i in range(1, len(nodes) + 1)]
+    checks = [
+        _check_broker(n, name, probes, timeout_s) for n, name in zip(nodes, names, strict=True)
+    ]
+    return list(await asyncio.gather(*checks))
+
+
+async def _check_broker(node: AmqpNode, name: str, probes: Probes, timeout_s: float) -> Check:
+    shown = node.display
     try:
-        await probes.broker(settings.amqp_url.get_secret_value(), timeout_s)
+        await probes.broker(node.url, timeout_s)
     except aiormq.exceptions.ProbableAuthenticationError:
         return Check(
-            "broker",
+            name,
             "fail",
             f"{shown} refused the user or password",
             "check the user and password in AMQP_URL",
@@ -142,14 +156,14 @@ async def _check_broker(settings: Settings, probes: Probes, timeout_s: float) ->
     except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
         why = type(exc).__name__ if isinstance(exc, TimeoutError) else _one_line(exc)
         return Check(
-            "broker",
+            name,
             "fail",
             f"cannot connect to {shown} ({why})",
             "start RabbitMQ (`docker compose up -d rabbitmq` or `rabbitmq-server -detached`)"
             " or point AMQP_URL at yours",
             required=True,
         )
-    return Check("broker", "ok", f"connected to {shown}", required=True)
+    return Check(name, "ok", f"connected to {shown}", required=True)
 
 
 async def _check_tavus(settings: Settings, timeout_s: float) -> list[Check]:

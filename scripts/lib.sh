@@ -43,17 +43,21 @@ except OSError:
 PY
 }
 
+# rabbitmq-server from Debian's packages when it is missing (root with apt-get only).
+install_rabbitmq_server() {
+  command -v rabbitmq-server >/dev/null 2>&1 && return 0
+  command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] || return 1
+  echo "installing rabbitmq-server (Debian package)..." >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+}
+
 ensure_broker() {
   local url="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}"
   broker_port_open "$url" && return 0
   if [ -n "${AMQP_URL:-}" ]; then
     echo "error: RabbitMQ at AMQP_URL is not reachable; start it or unset AMQP_URL" >&2; return 1
   fi
-  if ! command -v rabbitmq-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &&
-     [ "$(id -u)" = 0 ]; then
-    echo "installing rabbitmq-server (Debian package)..." >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
-  fi
+  install_rabbitmq_server || true
   if command -v rabbitmq-server >/dev/null 2>&1; then
     echo "starting a local RabbitMQ (rabbitmq-server -detached)..." >&2
     rabbitmq-server -detached >/dev/null 2>&1 || true
@@ -62,4 +66,15 @@ ensure_broker() {
   echo "error: no RabbitMQ at $url. Start one (rabbitmq-server -detached, or" >&2
   echo "  docker run -d -p 5672:5672 rabbitmq:3-management) or set AMQP_URL." >&2
   return 1
+}
+
+# A local 3-node RabbitMQ cluster for tests/cluster (scripts/cluster.sh, next to the broker above),
+# its node URLs exported as AVATAR_CLUSTER_URLS; set that yourself to use your own cluster. Where it
+# cannot start, the cluster tests fail and say how to get one.
+ensure_cluster() {
+  [ -n "${AVATAR_CLUSTER_URLS:-}" ] && return 0
+  install_rabbitmq_server || true
+  local urls
+  urls="$("$ROOT/scripts/cluster.sh" start)" || return 1
+  export AVATAR_CLUSTER_URLS="$urls"
 }

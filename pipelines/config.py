@@ -6,7 +6,7 @@ reads the environment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal
 
 from pydantic import SecretStr
@@ -54,12 +54,32 @@ class TtsConfig:
 
 
 @dataclass(frozen=True)
+class ServiceChoices:
+    """What one job chose for its pipeline (the job's `pipeline` object, already checked against
+    the operator's allow-lists); None keeps the worker's setting."""
+
+    tts_voice: str | None = None
+    llm_model: str | None = None
+    stt_model: str | None = None
+    stt_language: str | None = None
+
+
+@dataclass(frozen=True)
 class ProviderConfig:
     """The speech and language providers of a session's pipeline."""
 
     stt: SttConfig = field(default_factory=SttConfig)
     llm: LlmConfig = field(default_factory=LlmConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)
+
+    def with_choices(self, choices: ServiceChoices) -> ProviderConfig:
+        """These settings with a job's voice and models in place of the worker's defaults."""
+        return replace(
+            self,
+            stt=replace(self.stt, model=choices.stt_model or self.stt.model),
+            llm=replace(self.llm, model=choices.llm_model or self.llm.model),
+            tts=replace(self.tts, voice_id=choices.tts_voice or self.tts.voice_id),
+        )
 
     def missing_settings(self) -> list[str]:
         """The environment names of required settings that have no value, in pipeline order."""

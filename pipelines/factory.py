@@ -91,11 +91,11 @@ class DefaultServiceFactory:
     """Deepgram STT, an OpenAI-compatible LLM, Cartesia TTS and Pipecat's TavusVideoService."""
 
     def create_stt(self, spec: SessionSpec) -> FrameProcessor:
-        """Deepgram streaming STT in the session's language."""
+        """Deepgram streaming STT in the session's language (the job's model/language if chosen)."""
         from pipecat.services.deepgram.stt import DeepgramSTTService
 
-        cfg = spec.providers.stt
-        stt_language = language_codes(spec.language)[0]
+        cfg = spec.resolved_providers().stt
+        stt_language = spec.stt_language()
         settings = DeepgramSTTService.Settings(model=cfg.model)
         if stt_language is not None:
             settings.language = stt_language
@@ -103,10 +103,10 @@ class DefaultServiceFactory:
         return stt
 
     def create_llm(self, spec: SessionSpec) -> FrameProcessor:
-        """An OpenAI-compatible chat LLM at the configured base URL."""
+        """An OpenAI-compatible chat LLM at the configured base URL (the job's model if chosen)."""
         from pipecat.services.openai.llm import OpenAILLMService
 
-        cfg = spec.providers.llm
+        cfg = spec.resolved_providers().llm
         llm: FrameProcessor = OpenAILLMService(
             api_key=_secret(cfg.api_key),
             base_url=cfg.base_url,
@@ -115,10 +115,10 @@ class DefaultServiceFactory:
         return llm
 
     def create_tts(self, spec: SessionSpec) -> FrameProcessor:
-        """Cartesia streaming TTS with the configured voice."""
+        """Cartesia streaming TTS with the configured voice (or the job's chosen one)."""
         from pipecat.services.cartesia.tts import CartesiaTTSService
 
-        cfg = spec.providers.tts
+        cfg = spec.resolved_providers().tts
         tts_language = language_codes(spec.language)[1]
         settings = CartesiaTTSService.Settings(voice=cfg.voice_id)
         if cfg.model is not None:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import SecretStr
 
-from pipelines.config import ProviderConfig, TavusAvatarConfig, TavusConversationOptions
+from pipelines.config import (
+    ProviderConfig,
+    ServiceChoices,
+    TavusAvatarConfig,
+    TavusConversationOptions,
+)
 
 # Tavus/Pipecat language names → (Deepgram language, Cartesia language); ISO codes pass through.
 _LANGUAGES: dict[str, tuple[str, str | None]] = {
@@ -47,6 +53,18 @@ class SessionSpec:
     tavus_http_timeout_s: float = 15.0
     bot_name: str = "Avatar"
     conversation: TavusConversationOptions = field(default_factory=TavusConversationOptions)
+    # The job's own pipeline choices and its opaque metadata, for the services and for a
+    # WORKER_PIPELINE_HOOK (which receives this spec).
+    choices: ServiceChoices = field(default_factory=ServiceChoices)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def resolved_providers(self) -> ProviderConfig:
+        """The worker's provider settings with this job's choices applied."""
+        return self.providers.with_choices(self.choices)
+
+    def stt_language(self) -> str | None:
+        """The STT language: the job's `stt_language` choice, else the one its `language` implies."""
+        return self.choices.stt_language or language_codes(self.language)[0]
 
     def system_message(self) -> str:
         """The LLM's system message: persona prompt, persona context, this session's context."""

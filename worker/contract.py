@@ -61,6 +61,20 @@ class PersonaDefinition(_Strict):
     default_replica_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
+CHOICE_NAME_PATTERN = r"^[A-Za-z0-9_.:/@+-]{1,128}$"
+ChoiceName = Annotated[str, Field(pattern=CHOICE_NAME_PATTERN)]
+
+
+class PipelineChoices(_Strict):
+    """pipecat_daily: the job's picks for its pipeline, each among what the operator allows
+    (`worker.choices`); phoenix_rest ignores them (the persona decides)."""
+
+    tts_voice: ChoiceName | None = None
+    llm_model: ChoiceName | None = None
+    stt_model: ChoiceName | None = None
+    stt_language: ChoiceName | None = None
+
+
 class SessionJob(_Strict):
     """`session.start`: a request to start one avatar session."""
 
@@ -78,6 +92,7 @@ class SessionJob(_Strict):
     user_name: str | None = Field(default=None, min_length=1, max_length=200)
     not_after: AwareDatetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    pipeline: PipelineChoices | None = None
 
     @field_validator("not_after", mode="before")
     @classmethod

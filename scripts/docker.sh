@@ -4,6 +4,7 @@
 # inputs in a label and is rebuilt only when they change.
 #
 #   scripts/docker.sh build all|debian-bookworm|debian-trixie|python|rabbitmq3|rabbitmq4|worker
+#   scripts/docker.sh name python|rabbitmq3|rabbitmq4|worker    # that image's local name
 #   scripts/docker.sh ensure          # install/start dockerd (root, Debian), then build all
 # Sourced by scripts/test for ensure_docker, ensure_ci_images and rabbitmq4_pass.
 set -euo pipefail
@@ -65,7 +66,7 @@ is_current() {
 
 build_debian() {  # a minimal Debian root from debootstrap, imported as an image
   local suite="$1" name="$AW_IMAGE_DEBIAN:$1" hash dir
-  hash="$(echo "debootstrap --variant=minbase $suite $AW_DEBIAN_MIRROR v1" | sha256sum | cut -c1-20)"
+  hash="$(echo "debootstrap --variant=minbase $suite $AW_DEBIAN_MIRROR v2" | sha256sum | cut -c1-20)"
   is_current "$name" "$hash" && return 0
   command -v debootstrap >/dev/null 2>&1 || { aw_log "error: debootstrap is not installed"; return 1; }
   dir="$(mktemp -d /var/tmp/avatar-debootstrap.XXXXXX)"
@@ -74,6 +75,7 @@ build_debian() {  # a minimal Debian root from debootstrap, imported as an image
     aw_log "error: debootstrap $suite failed: $(tail -n 3 "$dir.log" | tr '\n' ' ')"
     rm -rf "$dir" "$dir.log"; return 1
   fi
+  rm -rf "$dir"/var/cache/apt/* "$dir"/var/lib/apt/lists/*  # 80 MB; images run apt-get update
   tar -C "$dir" -c . | docker import --change "LABEL $AW_LABEL=$hash" --change 'CMD ["bash"]' \
     - "$name" >/dev/null
   rm -rf "$dir" "$dir.log"
@@ -155,7 +157,13 @@ rabbitmq4_pass() {
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   case "${1:-}" in
     build) build_image "${2:-all}" ;;
+    name)  # the local image `build WHICH` makes
+      case "${2:-}" in
+        python) echo "$AW_IMAGE_PYTHON" ;; rabbitmq3) echo "$AW_IMAGE_RABBITMQ3" ;;
+        rabbitmq4) echo "$AW_IMAGE_RABBITMQ4" ;; worker) echo "$AW_IMAGE_WORKER" ;;
+        *) aw_log "error: no image '${2:-}'"; exit 2 ;;
+      esac ;;
     ensure) ensure_ci_images ;;
-    *) echo "usage: scripts/docker.sh build all|debian-bookworm|debian-trixie|python|rabbitmq3|rabbitmq4|worker | ensure" >&2; exit 2 ;;
+    *) echo "usage: scripts/docker.sh build WHICH | name WHICH | ensure (see its header)" >&2; exit 2 ;;
   esac
 fi

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 
+from tests import brokers
+
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 HOW_TO_GET_A_BROKER = (
     "These tests need a real RabbitMQ at {url} and could not reach it ({error}).\n"
@@ -19,6 +21,24 @@ HOW_TO_GET_A_BROKER = (
 
 _broker_error: str | None = None
 _broker_checked = False
+_chosen: brokers.Broker | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Choose the run's broker (tests/brokers.py) when a selected test needs one, and say which."""
+    global _chosen
+    line = "broker: none (no selected test needs one)"
+    if any("broker_url" in getattr(item, "fixturenames", ()) for item in session.items):
+        _chosen = brokers.choose()
+        brokers.inspect(_chosen)
+        os.environ["AMQP_URL"] = _chosen.url  # worker processes the tests start inherit it
+        line = _chosen.describe()
+    session.config.pluginmanager.getplugin("terminalreporter").write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _chosen is not None:
+        _chosen.stop()
 
 
 def amqp_url() -> str:
@@ -38,6 +58,8 @@ async def _check_broker(url: str) -> str | None:
 async def broker_url() -> str:
     """The URL of a reachable RabbitMQ; fails (never skips) with instructions when there is none."""
     global _broker_error, _broker_checked
+    if _chosen is not None and _chosen.error is not None:
+        pytest.fail(f"the test broker could not be used: {_chosen.error}", pytrace=False)
     url = amqp_url()
     if not _broker_checked:
         _broker_error = await _check_broker(url)

@@ -143,8 +143,6 @@ rabbitmq4_pass() {
   for arg in "$@"; do case "$arg" in -*) ;; *) return 0 ;; esac; done
   [ "${AVATAR_TEST_RABBITMQ4:-1}" = 0 ] && return 0
   local tests=(tests/worker/test_contract.py tests/worker/test_intake.py tests/reliability)
-  local extra
-  for extra in tests/*/test_*cluster*.py; do [ -e "$extra" ] && tests+=("$extra"); done
   echo "--- the broker-facing tests against RabbitMQ 4 ($AW_IMAGE_RABBITMQ4) ---" >&2
   if ! docker_answers; then
     echo "error: the RabbitMQ 4 pass needs Docker, which does not answer (see above)" >&2

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A local 3-node RabbitMQ cluster for the cluster tests, next to the default node (5672/25672/15672,
-# never touched): nodes avatar-c1..3@localhost on 127.0.0.1:5701..5703 (Erlang distribution on
+# never touched): nodes avatar-5701..5703@localhost on 127.0.0.1:5701..5703 (Erlang distribution on
 # 25701..25703), state under $AVATAR_CLUSTER_DIR (default /tmp/avatar-cluster).
 #
 #   scripts/cluster.sh start        start it, or reuse a running healthy one; prints the URLs
@@ -24,7 +24,7 @@ START_TIMEOUT_S=90
 die() { echo "cluster.sh: error: $*" >&2; exit 1; }
 say() { echo "cluster.sh: $*" >&2; }
 
-node_name() { echo "avatar-c$1@localhost"; }
+node_name() { echo "avatar-$(node_port "$1")@localhost"; }  # unique per port: clusters can coexist
 node_port() { echo $((BASE_PORT + $1)); }
 node_dir() { echo "$DIR/n$1"; }
 node_url() { echo "amqp://guest:guest@127.0.0.1:$(node_port "$1")/"; }
@@ -120,7 +120,7 @@ wait_up() {
 
 running_nodes() {
   ctl "$1" cluster_status --formatter json 2>/dev/null |
-    grep -o '"running_nodes":\[[^]]*\]' | grep -o 'avatar-c[0-9]@localhost' || true
+    grep -o '"running_nodes":\[[^]]*\]' | grep -o 'avatar-[0-9]*@localhost' || true
 }
 
 is_healthy() {

@@ -150,3 +150,54 @@ async def test_a_quorum_queue_keeps_its_messages_when_a_node_is_killed(
         got.append(message.body)
     assert got == bodies
     await queue.delete(if_unused=False, if_empty=False)
+
+
+async def test_a_connection_cut_off_from_its_node_moves_to_another(
+    cluster: Cluster, opened: list[aio_pika.abc.AbstractConnection]
+) -> None:
+    """Cut off from its node by the network (no close seen, heartbeats lost), the connection
+    gives that node up and carries on on the next one, its quorum consumer with it."""
+    proxy = await NodeProxy.to(cluster.url(0))
+    try:
+        through = AmqpNodes.parse(f"{proxy.url_for(cluster.url(0))},{cluster.url(1)}")
+        nodes = through.with_query(heartbeat=1, reconnect_interval=0.5)
+        connection = await connect_any(nodes, timeout_s=10)
+        opened.append(connection)
+        received: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await message.ack()
+            received.put_nowait(message.body)
+
+        name = f"cluster-test.{uuid.uuid4().hex[:8]}"
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, durable=True, arguments=QUORUM)
+        await queue.consume(on_message)
+        publisher = await aio_pika.connect(cluster.url(2))
+        opened.append(publisher)
+        out = await publisher.channel()
+
+        proxy.cut()
+        await wait_moved(connection, away_from=proxy.port)
+        await out.default_exchange.publish(aio_pika.Message(b"after the cut"), routing_key=name)
+        assert await asyncio.wait_for(received.get(), WAIT_S) == b"after the cut"
+        await out.queue_delete(name)
+    finally:
+        await proxy.aclose()
+
+
+async def test_a_restored_proxy_lets_a_waiting_connection_through(cluster: Cluster) -> None:
+    """A connection attempt made while the proxy is cut waits, and completes once it is
+    restored (the test helper behaves as a partition that heals)."""
+    proxy = await NodeProxy.to(cluster.url(1))
+    try:
+        proxy.cut()
+        attempt = asyncio.create_task(aio_pika.connect(proxy.url_for(cluster.url(1))))
+        await asyncio.sleep(0.5)
+        assert not attempt.done()
+        proxy.restore()
+        connection = await asyncio.wait_for(attempt, WAIT_S)
+        assert await round_trip(connection) == b"hello"
+        await connection.close()
+    finally:
+        await proxy.aclose()

@@ -51,6 +51,30 @@ async def round_trip(connection: aio_pika.abc.AbstractConnection) -> bytes:
     return message.body
 
 
+async def consume_quorum(connection: MultiNodeConnection) -> tuple[str, asyncio.Queue[bytes]]:
+    """A new quorum queue consumed (robustly) through `connection`: its name and what arrives."""
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        await message.ack()
+        received.put_nowait(message.body)
+
+    name = f"cluster-test.{uuid.uuid4().hex[:8]}"
+    channel = await connection.channel()
+    queue = await channel.declare_queue(name, durable=True, arguments=QUORUM)
+    await queue.consume(on_message)
+    return name, received
+
+
+async def publisher_on(
+    url: str, opened: list[aio_pika.abc.AbstractConnection]
+) -> aio_pika.abc.AbstractChannel:
+    """A confirming channel on the node of `url` (its connection closed after the test)."""
+    connection = await aio_pika.connect(url)
+    opened.append(connection)
+    return await connection.channel()
+
+
 async def wait_moved(connection: MultiNodeConnection, away_from: int) -> None:
     """Until the connection is open again on a node other than the one on port `away_from`."""
     loop = asyncio.get_running_loop()
@@ -97,19 +121,8 @@ async def test_a_quorum_consumer_keeps_receiving_after_its_node_is_killed(
     opened.append(connection)
     first = connection.node.port
     assert first == urlsplit(cluster.url(0)).port
-    received: asyncio.Queue[bytes] = asyncio.Queue()
-
-    async def on_message(message: AbstractIncomingMessage) -> None:
-        await message.ack()
-        received.put_nowait(message.body)
-
-    name = f"cluster-test.{uuid.uuid4().hex[:8]}"
-    channel = await connection.channel()
-    queue = await channel.declare_queue(name, durable=True, arguments=QUORUM)
-    await queue.consume(on_message)
-    publisher = await aio_pika.connect(cluster.url(2))
-    opened.append(publisher)
-    out = await publisher.channel()
+    name, received = await consume_quorum(connection)
+    out = await publisher_on(cluster.url(2), opened)
     await out.default_exchange.publish(aio_pika.Message(b"before"), routing_key=name)
     assert await asyncio.wait_for(received.get(), WAIT_S) == b"before"
 
@@ -163,19 +176,8 @@ async def test_a_connection_cut_off_from_its_node_moves_to_another(
         nodes = through.with_query(heartbeat=1, reconnect_interval=0.5)
         connection = await connect_any(nodes, timeout_s=10)
         opened.append(connection)
-        received: asyncio.Queue[bytes] = asyncio.Queue()
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            await message.ack()
-            received.put_nowait(message.body)
-
-        name = f"cluster-test.{uuid.uuid4().hex[:8]}"
-        channel = await connection.channel()
-        queue = await channel.declare_queue(name, durable=True, arguments=QUORUM)
-        await queue.consume(on_message)
-        publisher = await aio_pika.connect(cluster.url(2))
-        opened.append(publisher)
-        out = await publisher.channel()
+        name, received = await consume_quorum(connection)
+        out = await publisher_on(cluster.url(2), opened)
 
         proxy.cut()
         await wait_moved(connection, away_from=proxy.port)

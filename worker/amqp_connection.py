@@ -84,5 +84,6 @@ def _describe_failures(failures: list[tuple[AmqpNode, BaseException]], nodes: Am
         detail = str(exc).replace(node.url, node.display)
         for password in nodes.passwords():
             detail = detail.replace(password, "***")
-        parts.append(f"{node.display} ({type(exc).__name__}: {detail[:120] or 'no answer'})")
+        detail = detail.split(" (", 1)[0][:80] or "no answer"  # "[Errno 111] Connect call failed"
+        parts.append(f"{node.host}:{node.port} ({type(exc).__name__}: {detail})")
     return f"no node of {len(nodes)} answered: " + "; ".join(parts)

@@ -100,7 +100,7 @@ def test_a_bad_setting_is_described_by_its_variable_without_its_value() -> None:
 
 
 async def test_no_node_answering_names_each_node_without_its_password() -> None:
-    """When no node of the list answers, the error names every node (password hidden)."""
+    """When no node of the list answers, the error names every node and why, no password."""
     ports = [closed_port(), closed_port()]
     nodes = ",".join(f"amqp://u:{PASSWORD}@127.0.0.1:{p}/" for p in ports)
     with pytest.raises(NoNodeAnswered) as caught:
@@ -108,7 +108,7 @@ async def test_no_node_answering_names_each_node_without_its_password() -> None:
     text = str(caught.value)
     assert text.startswith("no node of 2 answered: ")
     for port in ports:
-        assert f"amqp://u:***@127.0.0.1:{port}/ (" in text
+        assert f"127.0.0.1:{port} (AMQPConnectionError: [Errno 111] Connect call failed)" in text
     assert PASSWORD not in text
 
 

@@ -20,6 +20,7 @@ DIR="${AVATAR_CLUSTER_DIR:-/tmp/avatar-cluster}"
 BASE_PORT="${AVATAR_CLUSTER_BASE_PORT:-5700}"  # node N listens on BASE_PORT+N
 NODES=(1 2 3)
 START_TIMEOUT_S=90
+COOKIE=~rabbitmq/.erlang.cookie
 
 die() { echo "cluster.sh: error: $*" >&2; exit 1; }
 say() { echo "cluster.sh: $*" >&2; }
@@ -141,6 +142,9 @@ start() {
   mkdir -p "$DIR"
   if is_healthy; then say "reusing the running cluster"; urls; return 0; fi
   local n
+  if [ ! -f "$COOKIE" ]; then  # a fresh machine: the first node writes the cookie the others read
+    start_node 1; wait_up 1 || die "node 1 did not start (see above)"
+  fi
   for n in "${NODES[@]}"; do start_node "$n"; done
   for n in "${NODES[@]}"; do wait_up "$n" || die "node $n did not start (see above)"; done
   ctl 1 await_startup >/dev/null

@@ -15,7 +15,9 @@ import structlog
 from pydantic import ValidationError
 
 from worker.broker import BrokerUnavailable
-from worker.contract import SessionJob, describe_validation_error, json_schemas
+from worker.contract import PipelineChoices, SessionJob, describe_validation_error, json_schemas
+
+PIPELINE_CHOICES = tuple(PipelineChoices.model_fields)  # enqueue --tts-voice, --llm-model, ...
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractConnection
@@ -66,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--language")
     enqueue.add_argument("--max-duration-s", type=int)
     enqueue.add_argument("--user-name")
+    for choice in PIPELINE_CHOICES:
+        enqueue.add_argument(
+            f"--{choice.replace('_', '-')}",
+            dest=f"pipeline_{choice}",
+            help=f"pipecat_daily: the job's pipeline.{choice} (must be allowed by the worker)",
+        )
     enqueue.add_argument(
         "--wait",
         action="store_true",
@@ -109,6 +117,10 @@ def _job_from_args(args: argparse.Namespace) -> SessionJob:
         value = getattr(args, key, None)
         if value is not None:
             data[key] = value
+    for choice in PIPELINE_CHOICES:
+        value = getattr(args, f"pipeline_{choice}", None)
+        if value is not None:
+            data.setdefault("pipeline", {})[choice] = value
     data.setdefault("session_id", f"cli-{uuid.uuid4().hex[:10]}")
     return SessionJob.model_validate(data)
 

@@ -88,3 +88,10 @@ async def test_enqueue_wait_without_a_worker_says_no_event_came(h: Harness) -> N
     code, _, err = await run_cli(h, "enqueue", "--wait", "--timeout-s", "0.5")
     assert code == 1
     assert "no event at all" in err
+
+
+async def test_enqueue_refuses_a_malformed_pipeline_choice_before_sending_it(h: Harness) -> None:
+    """`enqueue --llm-model 'gpt 4o'` is refused by the CLI naming `pipeline.llm_model`."""
+    code, _, err = await run_cli(h, "enqueue", "--llm-model", "gpt 4o", "--tts-voice", "v-1")
+    assert code == 2
+    assert "field `pipeline.llm_model`" in err

@@ -99,12 +99,12 @@ class Cluster:
         return out.decode()
 
 
-def start_cluster() -> Cluster:
-    """The cluster scripts/test started (AVATAR_CLUSTER_URLS), else one started here."""
-    listed = os.environ.get(URLS_ENV, "")
+def run_script(command: str) -> str:
+    """`scripts/cluster.sh COMMAND`'s last line of output; fails the test with instructions when
+    it fails."""
     try:
         done = subprocess.run(
-            [str(SCRIPT), "urls" if listed else "start"],
+            [str(SCRIPT), command],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -113,11 +113,19 @@ def start_cluster() -> Cluster:
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         pytest.fail(HOW_TO_GET_A_CLUSTER.format(error=exc), pytrace=False)
-    if done.returncode != 0:
+    if done.returncode != 0 or not done.stdout.strip():
         pytest.fail(HOW_TO_GET_A_CLUSTER.format(error=done.stderr[-1500:]), pytrace=False)
-    script_urls = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-    urls = (listed or script_urls).split(",")
-    return Cluster(urls=urls, is_managed=not listed or listed == script_urls)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def start_cluster() -> Cluster:
+    """The local cluster, started or reused (and any node left down brought back); or the
+    cluster AVATAR_CLUSTER_URLS names when that is not the local one (its nodes are not ours to
+    kill)."""
+    listed = os.environ.get(URLS_ENV, "")
+    if listed and listed != run_script("urls"):
+        return Cluster(urls=listed.split(","), is_managed=False)
+    return Cluster(urls=run_script("start").split(","), is_managed=True)
 
 
 @pytest.fixture(scope="session")

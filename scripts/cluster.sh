@@ -10,7 +10,8 @@
 #   scripts/cluster.sh urls         the AMQP_URL list: amqp://guest:guest@127.0.0.1:5701/,...
 #   scripts/cluster.sh kill N       SIGKILL node N (1-3); it stays down until `restart N`
 #   scripts/cluster.sh restart N    start node N again with its data; it rejoins the cluster
-#   scripts/cluster.sh recreate N   replace node N by an empty one (the others forget the old one)
+#   scripts/cluster.sh recreate N   replace node N by an empty one (the others forget the old one;
+#                                   quorum queues get a member on the new one)
 #
 # Needs rabbitmq-server (scripts/test installs it on Debian/Ubuntu when run as root) and root or
 # the rabbitmq user: the nodes run as rabbitmq, so they share its Erlang cookie.
@@ -214,6 +215,11 @@ recreate_node() {
   start_node "$n"
   wait_up "$n" || die "node $n did not start (see above)"
   join "$n" "$other" || die "node $n could not join $(node_name "$other") (see above)"
+  # Forgetting the old node took it out of every quorum queue: give each a member here again.
+  # shellcheck disable=SC2046
+  env $(node_env "$n") timeout 120 rabbitmq-queues -q -n "$(node_name "$n")" grow \
+    "$(node_name "$n")" all </dev/null >>"$(node_dir "$n")/join.out" 2>&1 ||
+    say "node $n: growing the quorum queues onto it failed (see $(node_dir "$n")/join.out)"
   say "node $n ($(node_name "$n")) replaced by an empty node"
 }
 
@@ -234,5 +240,5 @@ case "${1:-}" in
   kill) check_node_arg "${2:-}"; kill_node "$2" ;;
   restart) check_prerequisites; check_node_arg "${2:-}"; restart_node "$2" ;;
   recreate) check_prerequisites; check_node_arg "${2:-}"; recreate_node "$2" ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2 ;;
 esac

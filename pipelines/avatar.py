@@ -5,13 +5,15 @@ failure (401, 402, 5xx), so we watch its HTTP calls instead: `conversation_middl
 aiohttp client middleware on the session handed to TavusVideoService. It adds our
 ``conversation_name`` and ``properties`` to ``POST {base}/conversations`` (Pipecat sends only the
 replica and persona) and records the answer in an `AvatarConnection`. `ReplicaPresenceObserver`
-marks the replica present when its first video or audio frame leaves the avatar processor.
+marks the replica present when its first video or audio frame leaves the avatar processor, then
+leaves the pipeline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -181,16 +183,30 @@ def _snippet(body: bytes) -> str:
 
 
 class ReplicaPresenceObserver(BaseObserver):
-    """Marks the replica present when the avatar processor first pushes its video or audio."""
+    """Marks the replica present when the avatar processor first pushes its video or audio.
+
+    Then it removes itself (`detach_with`): Pipecat hands an observer every frame every processor
+    handles, each through the observer's own queue and task, and a session moves about 30 video
+    and 100 audio frames a second through nine processors.
+    """
 
     def __init__(self, connection: AvatarConnection, avatar: FrameProcessor) -> None:
         super().__init__(observe_every_push=False)
         self._connection = connection
         self._avatar = avatar
+        self._detach: Callable[[BaseObserver], Awaitable[None]] | None = None
+
+    def detach_with(self, detach: Callable[[BaseObserver], Awaitable[None]]) -> None:
+        """How to leave the pipeline once the replica is present (`PipelineWorker.remove_observer`)."""
+        self._detach = detach
 
     async def on_push_frame(self, data: FramePushed) -> None:
         """Watch for the replica's media leaving the avatar processor."""
+        if self._connection.replica_present.is_set():
+            return
         if data.source is self._avatar and isinstance(
             data.frame, OutputImageRawFrame | SpeechOutputAudioRawFrame
         ):
             self._connection.mark_replica_present()
+            if self._detach is not None:
+                await self._detach(self)

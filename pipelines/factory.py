@@ -245,6 +245,7 @@ async def build_pipeline(
     )
     try:
         avatar = services.create_avatar(spec, http, connection)
+        presence = ReplicaPresenceObserver(connection, avatar)
         pipeline = Pipeline(
             [
                 transport.input(),
@@ -269,9 +270,13 @@ async def build_pipeline(
             setup_timeout_secs=spec.setup_timeout_s,
             # The user joins with a plain Daily client, not an RTVI client.
             enable_rtvi=False,
+            # Turn tracking only feeds tracing and AudioBufferProcessor, neither of which runs
+            # here; as an observer it would be handed every frame of the session.
+            enable_turn_tracking=False,
             conversation_id=spec.session_id,
-            observers=[ReplicaPresenceObserver(connection, avatar)],
+            observers=[presence],
         )
+        presence.detach_with(worker.remove_observer)
     except BaseException:
         await http.close()
         raise

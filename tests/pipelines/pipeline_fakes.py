@@ -71,10 +71,15 @@ class FakeLLM(LLMService):
         if isinstance(frame, LLMContextFrame):
             self.seen_messages.append(list(frame.context.get_messages()))
             await self.push_frame(LLMFullResponseStartFrame())
-            await self.push_frame(LLMTextFrame(self._reply))
+            for text in self.reply_chunks():
+                await self.push_frame(LLMTextFrame(text))
             await self.push_frame(LLMFullResponseEndFrame())
         else:
             await self.push_frame(frame, direction)
+
+    def reply_chunks(self) -> list[str]:
+        """The reply as the LLM streams it (one chunk here)."""
+        return [self._reply]
 
 
 class FakeTTS(TTSService):

@@ -97,8 +97,15 @@ class Settings(BaseSettings):
     worker_status_host: str = "0.0.0.0"
     worker_status_port: int = Field(8081, ge=0, le=65535)  # 0: any free port
     worker_broker_reconnect_budget_s: float = Field(60.0, gt=0)  # then /healthz says 503
-    worker_load_cpu_threshold: float | None = Field(None, gt=0, le=1)  # e.g. 0.7, as LiveKit
+    worker_load_cpu_threshold: float | None = Field(None, gt=0, le=1)  # the gate's; None: 0.7
     worker_load_memory_threshold: float | None = Field(None, gt=0, le=1)
+    # --- capacity per mode (worker.ops.capacity; docs/operations.md "Sizing") -----------------
+    # The load gate closes pipecat_daily while CPU load is at WORKER_LOAD_CPU_THRESHOLD (0.7 when
+    # unset). "auto": on wherever pipecat_daily can run; "on"/"off" force it.
+    worker_load_gate: Literal["auto", "on", "off"] = "auto"
+    # pipecat_daily sessions per worker (within WORKER_MAX_SESSIONS); None: derived from the CPUs
+    # and memory the worker may use at 0.7 CPU and 300 MB per session.
+    worker_max_pipecat_sessions: int | None = Field(None, ge=0, le=500)
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -46,8 +46,8 @@ class SystemSampler:
     ) -> None:
         self._root = cgroup_root
         self._clock = clock
-        self._cpus = _cgroup_cpu_limit(cgroup_root)
-        self._memory_limit = _cgroup_memory_limit(cgroup_root)
+        self._cpus = cgroup_cpu_limit(cgroup_root)
+        self._memory_limit = cgroup_memory_limit(cgroup_root)
         self._last: tuple[float, float] | None = None  # (clock, cpu usage µs)
         if self._cpus is None:
             psutil.cpu_percent(interval=None)  # the first call only sets psutil's baseline
@@ -72,7 +72,7 @@ class SystemSampler:
         return min(current / self._memory_limit, 1.0)
 
 
-def _cgroup_cpu_limit(root: Path) -> float | None:
+def cgroup_cpu_limit(root: Path) -> float | None:
     """CPUs allowed by cpu.max ("200000 100000" → 2.0); None without a quota or cgroup v2."""
     try:
         quota, period = (root / "cpu.max").read_text().split()[:2]
@@ -91,7 +91,7 @@ def _cgroup_cpu_usage_us(root: Path) -> float:
     raise OSError(f"no usage_usec in {root / 'cpu.stat'}")
 
 
-def _cgroup_memory_limit(root: Path) -> int | None:
+def cgroup_memory_limit(root: Path) -> int | None:
     try:
         value = (root / "memory.max").read_text().strip()
     except OSError:

@@ -20,6 +20,8 @@ parent calls these methods, so one process owns every figure and no multiprocess
     avatar_worker_process_spawn_seconds                    histogram  a warm session process
     avatar_worker_warm_processes, avatar_worker_load, avatar_worker_free_slots,
     avatar_worker_max_sessions, avatar_worker_draining, avatar_worker_broker_connected   gauges
+    avatar_worker_mode_max_sessions{mode}, avatar_worker_mode_free_slots{mode}          gauges
+    avatar_worker_load_gate                                gauge  the gate's CPU threshold (0: off)
 """
 
 from __future__ import annotations
@@ -137,6 +139,17 @@ class Metrics:
         self.broker_connected = self._gauge(
             "broker_connected", "1 while the RabbitMQ connection is up."
         )
+        self.mode_max_sessions = self._gauge(
+            "mode_max_sessions", "Sessions of this mode the worker takes at most.", ["mode"]
+        )
+        self.mode_free_slots = self._gauge(
+            "mode_free_slots",
+            "Sessions of this mode the worker could take now (0 while full or load-gated).",
+            ["mode"],
+        )
+        self.load_gate = self._gauge(
+            "load_gate", "CPU load at which pipecat_daily intake pauses (0: the gate is off)."
+        )
 
     # --- what the app calls ------------------------------------------------------------------
     def observe_event(self, event: Mapping[str, Any]) -> None:
@@ -215,6 +228,19 @@ class Metrics:
         for gauge, value in values:
             if value is not None:
                 gauge.set(value)
+
+    def set_capacity(
+        self,
+        max_by_mode: Mapping[str, int],
+        free_by_mode: Mapping[str, int],
+        load_gate: float | None,
+    ) -> None:
+        """Capacity per mode (`worker.ops.capacity.Capacity`) and the load gate's threshold."""
+        for mode, value in max_by_mode.items():
+            self.mode_max_sessions.labels(mode).set(value)
+        for mode, value in free_by_mode.items():
+            self.mode_free_slots.labels(mode).set(value)
+        self.load_gate.set(load_gate or 0.0)
 
     def render(self) -> bytes:
         """Every series in the Prometheus text format (`CONTENT_TYPE`)."""

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
+from worker.ops.capacity import MODES, Capacity
 from worker.ops.metrics import CONTENT_TYPE, UNKNOWN_MODE, Metrics
 
 log = structlog.get_logger("worker.ops.status")
@@ -95,11 +96,18 @@ def readiness_problems(view: WorkerView) -> list[str]:
     return problems
 
 
-def status_document(view: WorkerView, reconnect_budget_s: float) -> dict[str, Any]:
+def capacity_document(capacity: Capacity) -> dict[str, Any]:
+    """/status "capacity": the plan (and where its figures came from) and the room per mode."""
+    return {**capacity.plan.describe(), "modes": capacity.snapshot()}
+
+
+def status_document(
+    view: WorkerView, reconnect_budget_s: float, capacity: Capacity | None = None
+) -> dict[str, Any]:
     """The /status JSON: everything an operator asks about one worker."""
     health, readiness = health_problems(view, reconnect_budget_s), readiness_problems(view)
     down_s = view.broker_down_for_s
-    return {
+    document = {
         "worker_id": view.worker_id,
         "version": view.version,
         "healthy": not health,
@@ -125,9 +133,12 @@ def status_document(view: WorkerView, reconnect_budget_s: float) -> dict[str, An
             for sid, mode, age_s, state in view.sessions
         ],
     }
+    if capacity is not None:
+        document["capacity"] = capacity_document(capacity)
+    return document
 
 
-def refresh_gauges(metrics: Metrics, view: WorkerView) -> None:
+def refresh_gauges(metrics: Metrics, view: WorkerView, capacity: Capacity | None = None) -> None:
     """Copy the worker's state into the metrics' gauges (done on every scrape)."""
     by_mode: dict[str, int] = {}
     for _, mode, _, _ in view.sessions:
@@ -142,6 +153,12 @@ def refresh_gauges(metrics: Metrics, view: WorkerView) -> None:
         is_draining=view.is_draining,
         is_broker_connected=view.is_broker_connected,
     )
+    if capacity is not None:
+        metrics.set_capacity(
+            {mode: capacity.max_for(mode) for mode in MODES},
+            {mode: capacity.free_for(mode) for mode in MODES},
+            capacity.plan.cpu_threshold,
+        )
 
 
 class StatusServer:
@@ -155,8 +172,10 @@ class StatusServer:
         port: int = DEFAULT_STATUS_PORT,
         *,
         reconnect_budget_s: float = DEFAULT_RECONNECT_BUDGET_S,
+        capacity: Capacity | None = None,
     ) -> None:
         self._view = view
+        self.capacity = capacity  # per-mode room for /status and /metrics, when the app has one
         self._metrics = metrics
         self._host = host
         self._requested_port = port
@@ -206,10 +225,12 @@ class StatusServer:
         return web.Response(text="ready\n")
 
     async def _status(self, _request: web.Request) -> web.Response:
-        return web.json_response(status_document(self._view, self.reconnect_budget_s))
+        return web.json_response(
+            status_document(self._view, self.reconnect_budget_s, self.capacity)
+        )
 
     async def _metrics_page(self, _request: web.Request) -> web.Response:
-        refresh_gauges(self._metrics, self._view)
+        refresh_gauges(self._metrics, self._view, self.capacity)
         response = web.Response(body=self._metrics.render())
         response.headers["Content-Type"] = CONTENT_TYPE
         return response

@@ -1,0 +1,32 @@
+"""The test cluster itself (scripts/cluster.sh through the `cluster` fixture): a node lost for good
+and replaced by an empty one leaves a whole cluster behind, quorum queues included."""
+
+from __future__ import annotations
+
+import uuid
+
+import aio_pika
+
+from tests.cluster.conftest import Cluster
+
+QUORUM = {"x-queue-type": "quorum"}
+
+
+async def test_a_replaced_node_serves_the_quorum_queues_declared_before(cluster: Cluster) -> None:
+    """After node 2 is replaced by an empty node, a message queued before is read through the
+    new node, and the queue still has a majority when another node is then killed."""
+    name = f"cluster-test.{uuid.uuid4().hex[:8]}"
+    async with await aio_pika.connect(cluster.url(0)) as writer:
+        channel = await writer.channel()
+        await channel.declare_queue(name, durable=True, arguments=QUORUM)
+        await channel.default_exchange.publish(aio_pika.Message(b"kept"), routing_key=name)
+
+    await cluster.recreate(1)
+    await cluster.kill(2)
+    async with await aio_pika.connect(cluster.url(1)) as reader:
+        channel = await reader.channel()
+        queue = await channel.declare_queue(name, durable=True, arguments=QUORUM)
+        message = await queue.get(timeout=30)
+        await message.ack()
+        assert message.body == b"kept"
+        await queue.delete(if_unused=False, if_empty=False)

@@ -27,7 +27,8 @@ class NoNodeAnswered(aiormq.exceptions.AMQPConnectionError):
 
 class MultiNodeConnection(RobustConnection):
     """aio-pika's RobustConnection whose URL moves to the next node after each lost connection
-    and each failed attempt, so its reconnect loop goes round the nodes."""
+    and each failed attempt, so its reconnect loop goes round the nodes. Its own parameters
+    (reconnect_interval, fail_fast) come from the query of the node it first tried."""
 
     def __init__(self, nodes: AmqpNodes, *, first: int = 0, **kwargs: Any) -> None:
         self.nodes = nodes

@@ -16,6 +16,8 @@
 # Needs rabbitmq-server (scripts/test installs it on Debian/Ubuntu when run as root) and root or
 # the rabbitmq user: the nodes run as rabbitmq, so they share its Erlang cookie.
 set -euo pipefail
+# The system's rabbitmqctl first: the test run may have put one for a broker container on PATH.
+export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
 DIR="${AVATAR_CLUSTER_DIR:-/tmp/avatar-cluster}"
 BASE_PORT="${AVATAR_CLUSTER_BASE_PORT:-5700}"  # node N listens on BASE_PORT+N

@@ -12,6 +12,7 @@
 #   scripts/cluster.sh restart N    start node N again with its data; it rejoins the cluster
 #   scripts/cluster.sh recreate N   replace node N by an empty one (the others forget the old one;
 #                                   quorum queues get a member on the new one)
+#   scripts/cluster.sh ctl N ARGS   rabbitmqctl ARGS against node N (list_queues, close_connection...)
 #
 # Needs rabbitmq-server (scripts/test installs it on Debian/Ubuntu when run as root) and root or
 # the rabbitmq user: the nodes run as rabbitmq, so they share its Erlang cookie.
@@ -242,5 +243,6 @@ case "${1:-}" in
   kill) check_node_arg "${2:-}"; kill_node "$2" ;;
   restart) check_prerequisites; check_node_arg "${2:-}"; restart_node "$2" ;;
   recreate) check_prerequisites; check_node_arg "${2:-}"; recreate_node "$2" ;;
+  ctl) check_node_arg "${2:-}"; n="$2"; shift 2; ctl "$n" "$@" ;;
   *) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2 ;;
 esac

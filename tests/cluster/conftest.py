@@ -71,6 +71,10 @@ class Cluster:
         await self._script("recreate", str(i + 1))
         self.killed.discard(i)
 
+    async def rabbitmqctl(self, i: int, *args: str) -> str:
+        """`rabbitmqctl ARGS` against node i (e.g. "list_queues", "close_connection"); its output."""
+        return await self._script("ctl", str(i + 1), *args)
+
     async def heal(self) -> None:
         """Restart every node a test killed."""
         for i in sorted(self.killed):
@@ -84,10 +88,10 @@ class Cluster:
             *args,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), NODE_TIMEOUT_S)
+            out, err = await asyncio.wait_for(proc.communicate(), NODE_TIMEOUT_S)
         except TimeoutError:
             proc.kill()
             await proc.wait()
@@ -95,7 +99,8 @@ class Cluster:
                 f"cluster.sh {' '.join(args)} took over {NODE_TIMEOUT_S} s"
             ) from None
         if proc.returncode != 0:
-            raise ClusterError(f"cluster.sh {' '.join(args)} failed: {out.decode()[-1500:]}")
+            said = (out + err).decode(errors="replace")[-1500:]
+            raise ClusterError(f"cluster.sh {' '.join(args)} failed: {said}")
         return out.decode()
 
 

@@ -3,7 +3,9 @@ and replaced by an empty one leaves a whole cluster behind, quorum queues includ
 
 from __future__ import annotations
 
+import json
 import uuid
+from urllib.parse import urlsplit
 
 import aio_pika
 
@@ -30,3 +32,12 @@ async def test_a_replaced_node_serves_the_quorum_queues_declared_before(cluster:
         await message.ack()
         assert message.body == b"kept"
         await queue.delete(if_unused=False, if_empty=False)
+
+
+async def test_rabbitmqctl_reaches_each_node(cluster: Cluster) -> None:
+    """`cluster.rabbitmqctl(i, ...)` talks to node i: each node names itself and sees the
+    cluster's three nodes running."""
+    for i in range(3):
+        status = json.loads(await cluster.rabbitmqctl(i, "cluster_status", "--formatter", "json"))
+        assert status["node"] == f"avatar-{urlsplit(cluster.url(i)).port}@localhost"
+        assert len(status["running_nodes"]) == 3

@@ -91,6 +91,8 @@ class ComposeProject:
     env_file: Path
     name: str = field(default_factory=lambda: f"aw-test-{uuid.uuid4().hex[:8]}")
     ports: dict[str, str] = field(default_factory=dict)
+    up_at_s: float = 0.0  # time.monotonic() when `up` was called
+    first_ready_s: float = 0.0  # from `up` to the first `ready` a demo printed
 
     def __post_init__(self) -> None:
         for name in ("RABBITMQ_PORT", "RABBITMQ_MANAGEMENT_PORT", "SIM_PORT"):

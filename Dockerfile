@@ -36,10 +36,12 @@ WORKDIR /src
 # reinstall them. `-c requirements.lock` pins every version without installing the dev tools in it.
 # `.[pipecat]`: the worker with the pipecat_daily pipeline (pip only warns while the extra is not
 # split out yet, and installs the same).
-COPY pyproject.toml requirements.lock README.md ./
+# (An empty README stands in for the real one here, so editing the README does not either.)
+COPY pyproject.toml requirements.lock ./
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
-    pip install -c requirements.lock ".[pipecat]"
+    touch README.md && pip install -c requirements.lock ".[pipecat]"
+COPY README.md ./
 COPY tavus ./tavus
 COPY pipelines ./pipelines
 COPY worker ./worker

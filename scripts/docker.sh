@@ -76,19 +76,22 @@ build_debian() {  # a minimal Debian root from debootstrap, imported as an image
     rm -rf "$dir" "$dir.log"; return 1
   fi
   rm -rf "$dir"/var/cache/apt/* "$dir"/var/lib/apt/lists/*  # 80 MB; images run apt-get update
+  # (Failures are checked by hand: `set -e` does not apply in a function called from `||`.)
   tar -C "$dir" -c . | docker import --change "LABEL $AW_LABEL=$hash" --change 'CMD ["bash"]' \
-    - "$name" >/dev/null
+    - "$name" >/dev/null || { aw_log "error: docker import of $suite failed"; rm -rf "$dir"; return 1; }
   rm -rf "$dir" "$dir.log"
   aw_log "built $name"
 }
 
 build_from() {  # NAME DOCKERFILE BASE: docker/*.Dockerfile on a local Debian image
   local name="$1" dockerfile="$2" base="$3" hash
-  hash="$(inputs_hash "$(image_id "$base")" "$AW_ROOT/docker/$dockerfile" "$AW_ROOT/docker/rabbitmq.conf")"
+  hash="$(inputs_hash "$(image_id "$base")" "$AW_ROOT/docker/$dockerfile" "$AW_ROOT/docker/rabbitmq.conf")" ||
+    return 1
   is_current "$name" "$hash" && return 0
   aw_log "building $name from docker/$dockerfile on $base..."
   DOCKER_BUILDKIT=1 "$AW_DOCKER" build -q -f "$AW_ROOT/docker/$dockerfile" \
-    --build-arg "DEBIAN_IMAGE=$base" --label "$AW_LABEL=$hash" -t "$name" "$AW_ROOT/docker" >/dev/null
+    --build-arg "DEBIAN_IMAGE=$base" --label "$AW_LABEL=$hash" -t "$name" "$AW_ROOT/docker" \
+    >/dev/null || { aw_log "error: building $name failed (above)"; return 1; }
   aw_log "built $name"
 }
 
@@ -109,7 +112,8 @@ build_worker() {  # the real Dockerfile, on the local Debian/Python base
   case "$index" in http*) args+=(--build-arg "PIP_INDEX_URL=$index") ;; esac
   aw_log "building $name from the Dockerfile on $AW_IMAGE_PYTHON (a few minutes the first time)..."
   DOCKER_BUILDKIT=1 "$AW_DOCKER" build -q "${args[@]}" \
-    --build-arg "PYTHON_IMAGE=$AW_IMAGE_PYTHON" --label "$AW_LABEL=$hash" -t "$name" "$AW_ROOT" >/dev/null
+    --build-arg "PYTHON_IMAGE=$AW_IMAGE_PYTHON" --label "$AW_LABEL=$hash" -t "$name" "$AW_ROOT" \
+    >/dev/null || { aw_log "error: building $name from the Dockerfile failed (above)"; return 1; }
   aw_log "built $name ($(docker image inspect -f '{{ .Size }}' "$name" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 

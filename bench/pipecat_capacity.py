@@ -7,16 +7,18 @@ per session, where the time goes (py-spy) and how it grows from 1 to N sessions.
 Each session runs as the worker runs it: `python -m worker.pool.child` (a warm session process,
 `worker.pool.ChildProcess`), started with a `Start` and stopped with a `Stop`, running the
 project's `build_pipeline` with Pipecat's DailyTransport, TavusVideoService, Silero VAD and
-smart-turn v3. `bench/capacity_media.py` injects the media where no room can be joined (the
-replica's 1280×720 video at 30 fps, 16 kHz user speech, 24 kHz TTS) and stands in for daily-core
-and the speech providers; a fake Tavus answers the conversation calls. What is not measured: the
+smart-turn v3. `bench/fake_daily_core.py` injects the media where no room can be joined (the
+replica's 1280×720 video at 30 fps, 16 kHz user speech, 24 kHz replica audio) in daily-core's
+place, `bench/capacity_media.py` stands in for the speech providers (24 kHz TTS), and a fake
+Tavus answers the conversation calls. What is not measured: the
 WebRTC work inside daily-core (VP8/Opus decode and encode, RGB↔I420 conversion, networking).
 
 Phases (one run; the box is shared, so compare figures from the same run only):
 1. variants, one session at a time, interleaved rounds: `full` (production), `no-video` (the
    replica sends no video: the price of relaying it), and any `--variant NAME=ENV=VALUE`;
-2. scaling: 1, 2, … `--max-sessions` concurrent sessions: CPU per session, host CPU, video frames
-   out per second per session (30 when keeping up) and event-loop lateness;
+2. scaling: 1, 2, … `--max-sessions` (or `--counts 10,12`) concurrent sessions: CPU per
+   session, host CPU, video frames out per second per session (30 when keeping up) and
+   event-loop lateness;
 3. profile: py-spy on one session for `--profile-s` seconds (skipped when py-spy is missing).
 """
 
@@ -31,6 +33,7 @@ import os
 import shutil
 import statistics
 import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -331,7 +334,7 @@ class Bench:
 
 # Where a sample's time goes: the first rule whose marker appears in the stack wins.
 PROFILE_BUCKETS = (
-    ("daily-core stand-in (bench: media ticks, real-time audio pacing)", ("capacity_media.py",)),
+    ("daily-core stand-in (bench: media ticks, real-time audio pacing)", ("fake_daily_core.py",)),
     ("Silero VAD (onnxruntime)", ("silero.py",)),
     ("smart-turn v3 (onnxruntime + feature extraction)", ("smart_turn",)),
     ("output transport: audio and video out", ("base_output.py",)),
@@ -342,35 +345,62 @@ PROFILE_BUCKETS = (
         "frame plumbing: processors, queues, observers",
         ("frame_processor.py", "pipeline/", "observers/"),
     ),
-    ("event loop: waiting, waking up, scheduling (select, self-pipe)", ("asyncio/",)),
+    ("event loop: waking up and scheduling (self-pipe, callbacks)", ("asyncio/",)),
 )
 
 
-def summarise_profile(path: Path, top: int = 15) -> list[str]:
-    """Shares of samples per bucket (inclusive), per thread, and the top own-time frames."""
+WAIT_CALLS = ("sleep(", ".get(", "wait(", ".select(", ".poll(", ".acquire(", "os.read(")
+
+
+def _source_line(frame: str) -> str:
+    """The source line a py-spy frame ("func (path:line)") points at, "" when not found."""
+    location = frame.rpartition(" (")[2].rstrip(")")
+    path_text, _, line_text = location.rpartition(":")
+    roots = [REPO / "bench", REPO, Path(sysconfig.get_paths()["stdlib"])]
+    roots.append(Path(sysconfig.get_paths()["purelib"]))
+    for root in roots:
+        path = root / path_text
+        if line_text.isdigit() and path.is_file():
+            lines = path.read_text(errors="replace").splitlines()
+            number = int(line_text)
+            return lines[number - 1] if 0 < number <= len(lines) else ""
+    return ""
+
+
+def summarise_profile(path: Path, top: int = 12) -> list[str]:
+    """Where the CPU goes: samples whose innermost frame is a blocking call (sleep, queue get,
+    condition wait, select) are waits py-spy could not tell from work and are left out; the
+    rest are shared out by bucket, by thread and by own frame."""
     buckets: collections.Counter[str] = collections.Counter()
     threads: collections.Counter[str] = collections.Counter()
     leaves: collections.Counter[str] = collections.Counter()
-    total = 0
+    waits = total = 0
+    is_wait: dict[str, bool] = {}
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
-        count = int(count_text)
+        count, frames = int(count_text), stack.split(";")
         total += count
-        frames = stack.split(";")
-        threads[frames[0].partition(": ")[2].rstrip("_0123456789") or "?"] += count
+        leaf = frames[-1]
+        if leaf not in is_wait:
+            is_wait[leaf] = any(call in _source_line(leaf) for call in WAIT_CALLS)
+        if is_wait[leaf]:
+            waits += count
+            continue
+        threads[frames[0].partition(": ")[2].rstrip("_0123456789-") or "?"] += count
         label = next(
             (name for name, marks in PROFILE_BUCKETS if any(m in stack for m in marks)), "other"
         )
         buckets[label] += count
-        leaves[frames[-1]] += count
-    lines = [f"py-spy: {total} samples of CPU time (idle excluded)"]
-    lines += [f"  {100 * c / total:5.1f}%  {name}" for name, c in buckets.most_common()]
+        leaves[leaf] += count
+    work = max(total - waits, 1)
+    lines = [f"py-spy: {total} samples, {waits} of them waits; shares of the {work} others:"]
+    lines += [f"  {100 * c / work:5.1f}%  {name}" for name, c in buckets.most_common()]
     lines.append("by thread:")
-    lines += [f"  {100 * c / total:5.1f}%  {name}" for name, c in threads.most_common(6)]
+    lines += [f"  {100 * c / work:5.1f}%  {name}" for name, c in threads.most_common(6)]
     lines.append(f"top {top} frames by own time:")
-    lines += [f"  {100 * c / total:5.1f}%  {name}" for name, c in leaves.most_common(top)]
+    lines += [f"  {100 * c / work:5.1f}%  {name}" for name, c in leaves.most_common(top)]
     return lines
 
 
@@ -431,9 +461,10 @@ async def run(args: argparse.Namespace) -> None:
             cpu = statistics.median(statistics.median(w.cpu_per_session) for w in windows)
             rss = statistics.median(statistics.median(w.rss_mb) for w in windows)
             print(f"  {name:12s} {cpu:.3f} CPU-s/s, RSS {rss:.0f} MB")
-        if args.max_sessions:
+        if args.max_sessions or args.counts:
             print("scaling:")
-        for n in range(1, args.max_sessions + 1):
+        counts = [int(c) for c in args.counts.split(",")] if args.counts else []
+        for n in counts or range(1, args.max_sessions + 1):
             print(f"  {describe(await bench.measure(n))}")
         if args.profile_s > 0:
             out = Path(args.profile_out)
@@ -447,9 +478,15 @@ async def run(args: argparse.Namespace) -> None:
         shutil.rmtree(bench.stats_dir, ignore_errors=True)
 
 
+def summarise_only(path: str) -> None:
+    """``--summarise FILE``: the profile summary of an earlier run's collapsed stacks."""
+    print("\n".join(summarise_profile(Path(path))))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-sessions", type=int, default=6)
+    parser.add_argument("--counts", help="session counts to measure instead, e.g. 10,12")
     parser.add_argument("--window-s", type=float, default=30.0)
     parser.add_argument("--settle-s", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of variants")
@@ -462,7 +499,12 @@ def main() -> None:
         metavar="NAME=ENV=VALUE",
         help="an extra one-session variant, given to the session process's environment",
     )
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--summarise", metavar="FILE", help="only summarise a py-spy raw file")
+    args = parser.parse_args()
+    if args.summarise:
+        summarise_only(args.summarise)
+        return
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -332,21 +332,30 @@ class Bench:
 
 # --- the profile, summarised ------------------------------------------------------------------
 
-# Where a sample's time goes: the first rule whose marker appears in the stack wins.
+# Where a sample's CPU goes, by its innermost frame (and, for ONNX, the caller): first match wins.
+STAND_IN = ("fake_daily_core.py", "capacity_media.py")
+HANDOFF = (
+    "_write_to_self", "_read_from_self", "Condition.notify", "ThreadPoolExecutor.submit",
+    "run_coroutine_threadsafe", "Future.set_result", "call_soon_threadsafe", "_chain_future",
+    "_copy_future_state", "_set_concurrent_future_state", "Future.result",
+)  # fmt: skip
 PROFILE_BUCKETS = (
-    ("daily-core stand-in (bench: media ticks, real-time audio pacing)", ("fake_daily_core.py",)),
-    ("Silero VAD (onnxruntime)", ("silero.py",)),
-    ("smart-turn v3 (onnxruntime + feature extraction)", ("smart_turn",)),
-    ("output transport: audio and video out", ("base_output.py",)),
-    ("input transport: user audio in", ("base_input.py",)),
-    ("Tavus: replica media in, TTS audio out", ("tavus/video.py", "tavus/transport.py")),
-    ("Daily client callbacks (threads → loop)", ("daily/transport.py",)),
-    (
-        "frame plumbing: processors, queues, observers",
-        ("frame_processor.py", "pipeline/", "observers/"),
-    ),
-    ("event loop: waking up and scheduling (self-pipe, callbacks)", ("asyncio/",)),
+    ("smart-turn v3 (ONNX and features, at each end of the user's speech)", ("smart_turn",)),
+    ("Silero VAD (ONNX, every 32 ms of user audio)", ("silero", "onnxruntime")),
+    ("handing work between threads (daily callbacks, executors → event loop)", HANDOFF),
+    ("the event loop's own scheduling", ("asyncio/",)),
 )
+REST = "the rest of Pipecat: processors' queues and tasks, transports, Tavus echo, observer"
+
+
+def _bucket(frames: list[str]) -> str:
+    leaf = frames[-1]
+    if "smart_turn" in ";".join(frames) and ("onnxruntime" in leaf or "smart_turn" in leaf):
+        return PROFILE_BUCKETS[0][0]
+    for name, marks in PROFILE_BUCKETS[1:]:
+        if any(mark in leaf for mark in marks):
+            return name
+    return REST
 
 
 WAIT_CALLS = ("sleep(", ".get(", "wait(", ".select(", ".poll(", ".acquire(", "os.read(")
@@ -368,13 +377,13 @@ def _source_line(frame: str) -> str:
 
 
 def summarise_profile(path: Path, top: int = 12) -> list[str]:
-    """Where the CPU goes: samples whose innermost frame is a blocking call (sleep, queue get,
-    condition wait, select) are waits py-spy could not tell from work and are left out; the
-    rest are shared out by bucket, by thread and by own frame."""
+    """Where the CPU goes. Samples whose innermost frame is a blocking call (sleep, queue get,
+    condition wait, select) are waits py-spy could not tell from work: left out. Samples in the
+    daily-core stand-in's own code are counted apart; the rest (production code) are shared out
+    by what their innermost frame does, and listed by own frame."""
     buckets: collections.Counter[str] = collections.Counter()
-    threads: collections.Counter[str] = collections.Counter()
     leaves: collections.Counter[str] = collections.Counter()
-    waits = total = 0
+    waits = stand_in = total = 0
     is_wait: dict[str, bool] = {}
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -387,19 +396,18 @@ def summarise_profile(path: Path, top: int = 12) -> list[str]:
             is_wait[leaf] = any(call in _source_line(leaf) for call in WAIT_CALLS)
         if is_wait[leaf]:
             waits += count
-            continue
-        threads[frames[0].partition(": ")[2].rstrip("_0123456789-") or "?"] += count
-        label = next(
-            (name for name, marks in PROFILE_BUCKETS if any(m in stack for m in marks)), "other"
-        )
-        buckets[label] += count
-        leaves[leaf] += count
-    work = max(total - waits, 1)
-    lines = [f"py-spy: {total} samples, {waits} of them waits; shares of the {work} others:"]
+        elif any(name in leaf for name in STAND_IN):
+            stand_in += count
+        else:
+            buckets[_bucket(frames)] += count
+            leaves[leaf] += count
+    work = max(total - waits - stand_in, 1)
+    lines = [
+        f"py-spy: {total} samples: {waits} waits, {stand_in} in the daily-core stand-in's own "
+        f"code, {work} in production code, shared out:"
+    ]
     lines += [f"  {100 * c / work:5.1f}%  {name}" for name, c in buckets.most_common()]
-    lines.append("by thread:")
-    lines += [f"  {100 * c / work:5.1f}%  {name}" for name, c in threads.most_common(6)]
-    lines.append(f"top {top} frames by own time:")
+    lines.append(f"top {top} production frames by own time:")
     lines += [f"  {100 * c / work:5.1f}%  {name}" for name, c in leaves.most_common(top)]
     return lines
 

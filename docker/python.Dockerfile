@@ -3,6 +3,8 @@
 #   scripts/docker.sh build python
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 FROM ${DEBIAN_IMAGE}
+# Debian stable's current packages, not pinned versions: these images only serve the tests.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         python3 python3-venv ca-certificates \

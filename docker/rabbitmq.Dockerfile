@@ -3,12 +3,16 @@
 #   scripts/docker.sh build rabbitmq3 | rabbitmq4
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 FROM ${DEBIAN_IMAGE}
+# Debian stable's current packages, not pinned versions: these images only serve the tests.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server \
     && rm -rf /var/lib/apt/lists/* \
     && rabbitmq-plugins enable --offline rabbitmq_management
-COPY rabbitmq.conf /etc/rabbitmq/rabbitmq.conf
 # The official image's defaults: guest may connect from outside, logs go to the console.
+COPY rabbitmq.conf /etc/rabbitmq/rabbitmq.conf
+# (By name: the package creates the user, so its uid is not known in advance.)
+# hadolint ignore=DL3066
 USER rabbitmq
 ENV HOME=/var/lib/rabbitmq
 EXPOSE 5672 15672

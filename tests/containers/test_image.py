@@ -7,9 +7,13 @@ import json
 import re
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.containers.docker import ROOT, built_image, clean_environment, docker, inspect
 
@@ -17,6 +21,7 @@ BIN = Path(sys.executable).parent
 NO_KEY = "TAVUS_API_KEY is not set: the worker cannot start Tavus sessions without it"
 # A broker nobody answers for (port 1 refuses at once), with a password that must stay hidden.
 UNREACHABLE_URL = "amqp://guest:hunter2-secret@127.0.0.1:1/"
+START_TIMEOUT_S = 90.0
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +111,75 @@ def test_the_readme_states_the_image_size(image: str) -> None:
     stated = re.search(r"image is about ([\d,]+) MB", (ROOT / "README.md").read_text())
     assert stated is not None, "the README does not say 'image is about N MB'"
     assert abs(int(stated.group(1).replace(",", "")) - size_mb) <= size_mb / 4
+
+
+@pytest.fixture
+def broker_network(image: str) -> Iterator[str]:
+    """A Docker network with a RabbitMQ container reachable as `rabbitmq`, removed after."""
+    rabbitmq = built_image("rabbitmq3", "AVATAR_TEST_COMPOSE_RABBITMQ_IMAGE")
+    network = f"aw-test-{uuid.uuid4().hex[:8]}"
+    docker("network", "create", network)
+    broker = f"{network}-rabbitmq"
+    try:
+        docker(
+            "run",
+            "-d",
+            "--name",
+            broker,
+            "--network",
+            network,
+            "--network-alias",
+            "rabbitmq",
+            rabbitmq,
+        )
+        wait_for(
+            lambda: docker_ok(
+                "exec", broker, "rabbitmq-diagnostics", "-q", "check_port_connectivity"
+            )
+        )
+        yield network
+    finally:
+        subprocess.run(["docker", "rm", "-f", broker], capture_output=True, check=False)
+        subprocess.run(["docker", "network", "rm", network], capture_output=True, check=False)
+
+
+def docker_ok(*args: str) -> bool:
+    return subprocess.run(["docker", *args], capture_output=True, check=False).returncode == 0
+
+
+def logs_of(container: str) -> str:
+    logs = docker("logs", container)
+    return logs.stdout + logs.stderr
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout_s:.0f} s"
+        time.sleep(0.5)
+
+
+def test_the_kubernetes_prestop_hook_drains_the_worker(image: str, broker_network: str) -> None:
+    """The Deployment's preStop command, run in a worker container as Kubernetes runs it, drains
+    the worker with one SIGTERM: it stops taking jobs and exits 0."""
+    deployment = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    hook = container["lifecycle"]["preStop"]["exec"]["command"]
+    worker = f"{broker_network}-worker"
+    env = {
+        "AMQP_URL": "amqp://guest:guest@rabbitmq:5672/",
+        "TAVUS_API_KEY": "not-used-without-jobs",
+        "LOG_FORMAT": "json",
+    }
+    flags = [f"--env={name}={value}" for name, value in env.items()]
+    docker("run", "-d", "--name", worker, "--network", broker_network, *flags, image)
+    try:
+        wait_for(lambda: '"worker.started"' in logs_of(worker))
+        subprocess.run(
+            ["docker", "exec", worker, *hook], capture_output=True, timeout=120, check=False
+        )
+        assert docker("wait", worker).stdout.strip() == "0"
+        logs = logs_of(worker)
+        assert logs.count('"worker.shutdown_requested"') == 1 and '"worker.stopped"' in logs
+    finally:
+        subprocess.run(["docker", "rm", "-f", worker], capture_output=True, check=False)

@@ -183,6 +183,26 @@ def undo_cuts() -> None:
     factory.ReplicaPresenceObserver.detach_with = lambda self, detach: None  # type: ignore[method-assign]
 
 
+def count_observer_calls() -> None:
+    """Count what Pipecat's WorkerObserver queues for observers: each frame processed, once per
+    observer, and each first push (the cut's saving, as a count rather than a CPU figure)."""
+    from pipecat.pipeline.worker_observer import WorkerObserver
+
+    send, push = WorkerObserver._send_to_proxy, WorkerObserver.on_push_frame
+
+    async def counted_send(self: Any, data: Any) -> None:
+        COUNTERS.observer_calls += len(self._proxies or ())
+        await send(self, data)
+
+    async def counted_push(self: Any, data: Any) -> None:
+        if self._proxies and data.frame.id not in self._frames_pushed:
+            COUNTERS.observer_calls += len(self._proxies)
+        await push(self, data)
+
+    WorkerObserver._send_to_proxy = counted_send  # type: ignore[method-assign]
+    WorkerObserver.on_push_frame = counted_push  # type: ignore[method-assign]
+
+
 def hook(spec: SessionSpec) -> tuple[BenchServices, None]:
     """The child's factories: bench speech services, the production DailyTransport."""
     global _REPORTER
@@ -194,5 +214,6 @@ def hook(spec: SessionSpec) -> tuple[BenchServices, None]:
 
 
 install_fake_daily_core()
+count_observer_calls()
 if os.environ.get("CAPACITY_BEFORE_CUTS") == "1":
     undo_cuts()

@@ -89,6 +89,7 @@ class Counters:
     lag_max_ms: float = 0.0  # event loop: worst lateness of a 50 ms timer
     lag_sum_ms: float = 0.0
     lag_samples: int = 0
+    observer_calls: int = 0  # frame events Pipecat queued for observers (one per observer)
 
 
 COUNTERS = Counters()

@@ -169,6 +169,7 @@ class Window:
     lag_mean_ms: list[float]
     lag_max_ms: list[float]
     replies_per_min: list[float]
+    observer_calls_per_s: list[float]
     outcomes: list[str] = field(default_factory=list)
 
 
@@ -211,7 +212,7 @@ class Bench:
             providers=ProviderConfig(
                 stt=SttConfig(api_key=key), llm=LlmConfig(api_key=key), tts=TtsConfig(api_key=key)
             ),
-            idle_timeout_s=None,
+            idle_timeout_s=300.0,  # PIPELINE_IDLE_TIMEOUT_S: the worker watches for idle sessions
         )
 
     async def start(self, n: int, extra_env: dict[str, str]) -> list[Session]:
@@ -303,6 +304,7 @@ class Bench:
             lag_mean_ms=lag_mean,
             lag_max_ms=[b.get("lag_max_ms", 0) for b in c1],
             replies_per_min=rate("replies", 60),
+            observer_calls_per_s=rate("observer_calls"),
             outcomes=outcomes,
         )
 
@@ -431,7 +433,8 @@ def describe(w: Window) -> str:
         f"PSS {med(w.pss_mb):.0f} MB (idle {med(w.idle_pss_mb):.0f}); "
         f"video out {med(w.video_out_fps):.1f} fps (in {med(w.video_in_fps):.1f}); "
         f"loop late {med(w.lag_mean_ms):.1f} ms mean, {max(w.lag_max_ms):.0f} ms max; "
-        f"replies {med(w.replies_per_min):.1f}/min; {sorted(set(w.outcomes))}"
+        f"replies {med(w.replies_per_min):.1f}/min; "
+        f"observer calls {med(w.observer_calls_per_s):.0f}/s; {sorted(set(w.outcomes))}"
     )
 
 
@@ -457,6 +460,8 @@ async def run(args: argparse.Namespace) -> None:
     )
     try:
         variants = parse_variants(args.variant)
+        if args.only:
+            variants = {name: variants[name] for name in args.only.split(",")}
         results: dict[str, list[Window]] = {name: [] for name in variants}
         for round_no in range(args.rounds):
             for name, env in variants.items():
@@ -507,6 +512,7 @@ def main() -> None:
         metavar="NAME=ENV=VALUE",
         help="an extra one-session variant, given to the session process's environment",
     )
+    parser.add_argument("--only", help="measure only these variants, e.g. full,before-cuts")
     parser.add_argument("--summarise", metavar="FILE", help="only summarise a py-spy raw file")
     args = parser.parse_args()
     if args.summarise:

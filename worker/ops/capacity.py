@@ -4,8 +4,18 @@ derived from the host's CPUs and memory and the measured cost of a session.
 A phoenix_rest session costs the worker about 14 KB and 25 µs of CPU per second (it only follows a
 Tavus-hosted conversation); a pipecat_daily session runs a whole bot in its own process. So every
 session takes one of `max_sessions` slots, and a pipecat_daily session must also find one of
-`max_pipecat_sessions` and pass the load gate (CPU load under its threshold). `Capacity.place`
-says where a job goes; a `Slot` is given back with `release()` when the session is over.
+`max_pipecat_sessions` and pass the load gate (CPU load under its threshold). The intake asks:
+
+    placement = capacity.place(job.mode or default_mode)  # an explicit mode the resolver accepted
+    if placement.slot is not None:     # start in placement.mode (an auto job's ready event carries
+        ...                            # placement.fallback_reason); the session owns the slot
+    elif capacity.free > 0:            # only this job's mode is full here (explicit pipecat_daily):
+        ...                            # leave it for another worker via a delay queue, no hot loop
+    else:                              # the worker is full: requeue and stop consuming
+        ...
+
+with ``capacity.free`` as the prefetch. A session gives its slot back with `Slot.release()` on
+every exit path; an auto session that falls back to phoenix_rest calls `Slot.move_to`.
 """
 
 from __future__ import annotations
@@ -174,18 +184,15 @@ class Slot:
             return not self.is_released
         if mode == PIPECAT and self._capacity.why_no_room(PIPECAT, moving=True) is not None:
             return False
-        self._capacity._taken[self.mode] -= 1
-        self._capacity._taken[mode] += 1
+        self._capacity._count({self.mode: -1, mode: +1})
         self.mode = mode
-        self._capacity._changed()
         return True
 
     def release(self) -> None:
         if self.is_released:
             return
         self.is_released = True
-        self._capacity._taken[self.mode] -= 1
-        self._capacity._changed()
+        self._capacity._count({self.mode: -1})
 
 
 @dataclass(frozen=True)
@@ -276,8 +283,7 @@ class Capacity:
         """A slot for a ``mode`` session, or None when it does not fit now."""
         if self.why_no_room(mode) is not None:
             return None
-        self._taken[mode] += 1
-        self._changed()
+        self._count({mode: +1})
         return Slot(self, mode)
 
     def place(self, requested: Mode) -> Placement:
@@ -314,5 +320,8 @@ class Capacity:
             for mode in MODES
         }
 
-    def _changed(self) -> None:
+    def _count(self, deltas: dict[ResolvedMode, int]) -> None:
+        """Slots taken (+1) or given back (−1) per mode; tells `on_change`."""
+        for mode, delta in deltas.items():
+            self._taken[mode] += delta
         self.on_change()

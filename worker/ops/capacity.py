@@ -45,7 +45,7 @@ PHOENIX: Final = "phoenix_rest"
 MODES: tuple[ResolvedMode, ...] = (PIPECAT, PHOENIX)
 
 # bench/pipecat_capacity.py (docs/benchmarks.md): one session's Python side, with VAD, smart-turn
-# and the 1280×720 video relay, is 0.15-0.20 CPU-s/s and 210 MB RSS. daily-core's WebRTC work
+# and the 1280×720 video relay, is 0.13-0.21 CPU-s/s and 209 MB RSS. daily-core's WebRTC work
 # (VP8 decode of the replica, VP8 encode for the user, Opus, RGB↔I420) cannot be measured
 # without a room; these planning figures add an allowance for it (see docs/operations.md).
 PIPECAT_SESSION_CPU = 0.7

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import stat
 import tempfile
 import time
@@ -42,6 +43,7 @@ class Broker:
     detail: str = ""
     error: str | None = None
     container: Any = None  # testcontainers DockerContainer while one runs
+    shim_dir: Path | None = None  # where the `rabbitmqctl` that reaches the container lives
 
     def describe(self) -> str:
         shown = self.url.replace(":guest@", ":***@")
@@ -53,6 +55,9 @@ class Broker:
         if self.container is not None:
             container, self.container = self.container, None
             container.stop()
+        if self.shim_dir is not None:
+            shutil.rmtree(self.shim_dir, ignore_errors=True)
+            self.shim_dir = None
 
 
 def docker_answers() -> str | None:
@@ -123,7 +128,7 @@ def start_container(image: str) -> Broker:
         broker.stop()
         return broker
     broker.detail = f"RabbitMQ {version}, image {image}; rabbitmqctl runs in the container"
-    put_rabbitmqctl_on_path(container.get_wrapped_container().id)
+    broker.shim_dir = put_rabbitmqctl_on_path(container.get_wrapped_container().id)
     return broker
 
 
@@ -141,13 +146,14 @@ def wait_until_serving(url: str, container: Any) -> str | None:
     return None
 
 
-def put_rabbitmqctl_on_path(container_id: str) -> None:
+def put_rabbitmqctl_on_path(container_id: str) -> Path:
     """`rabbitmqctl ARGS` (the reliability tests cut connections with it) runs in the container."""
     folder = Path(tempfile.mkdtemp(prefix="avatar-rabbitmqctl-"))
     script = folder / "rabbitmqctl"
     script.write_text(f'#!/bin/sh\nexec docker exec {container_id} rabbitmqctl "$@"\n')
     script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
+    return folder
 
 
 def inspect(broker: Broker) -> None:

@@ -116,6 +116,21 @@ def test_killing_one_worker_leaves_the_others_serving(stack: ComposeProject) -> 
     assert inspect(killed, "{{ .State.Running }}") == "false"  # no restart served it
 
 
+def test_a_wrong_broker_url_in_compose_gives_the_one_line_error(stack: ComposeProject) -> None:
+    """A worker given an AMQP_URL nobody answers exits 69 with the one line it prints outside
+    compose: the URL with its password hidden."""
+    url = "amqp://guest:hunter2-secret@nowhere.invalid:5672/"
+    result = stack.run(
+        "run", "--rm", "--no-deps", "-T", "-e", f"AMQP_URL={url}", "worker", "run", check=False
+    )
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 69, result.stderr
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: cannot reach RabbitMQ at amqp://guest:***@nowhere.invalid:5672/"
+    )
+    assert "hunter2" not in result.stdout + result.stderr
+
+
 def test_stop_ends_every_service_on_sigterm(stack: ComposeProject) -> None:
     """`docker compose stop` stops every running service on SIGTERM well within the timeout:
     the workers drain (no live session) and exit 0; nothing waits to be SIGKILLed."""

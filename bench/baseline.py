@@ -30,7 +30,7 @@ import httpx
 
 PAGE = 100
 ENDED_PAGES = 10
-RECORD_EXPIRES_MS = (14400 + 3600) * 1000  # as worker.records
+RECORD_EXPIRES_MS = (14400 + 3600) * 1000  # as worker.core.records
 LEASE_S = 60
 
 

@@ -57,7 +57,7 @@ SNIPPET_CHARS = 80
 MIN_SECRET_CHARS = 6  # shorter "secrets" (test keys) would mangle every message they occur in
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
-_log = structlog.get_logger("tavus._http")
+_log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)

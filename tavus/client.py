@@ -36,7 +36,7 @@ from tavus.models import (
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
-_log = structlog.get_logger("tavus.client")
+_log = structlog.get_logger(__name__)
 
 DEFAULT_BASE_URL = "https://tavusapi.com/v2"
 MAX_PAGES = 1000

@@ -60,7 +60,7 @@ DAILY_EVENTS = LogEvents(
 _NAMED_PROPERTIES = ("exp", "eject_at_room_exp", "max_participants")
 _ROOM = "/rooms/{name}"
 
-_log = structlog.get_logger("tavus.daily")
+_log = structlog.get_logger(__name__)
 
 
 class DailyClient(ProviderClient):

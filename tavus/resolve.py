@@ -22,7 +22,7 @@ REPLICA_TTL_S = 300.0
 PERSONA_TTL_S = 600.0
 PERSONA_TAG = "[aw:{hash}]"
 
-_log = structlog.get_logger("tavus.resolve")
+_log = structlog.get_logger(__name__)
 
 
 class TTLCache(Generic[V]):

@@ -17,25 +17,27 @@ from tavus.client import TavusClient
 from tavus.daily import DailyClient
 from tavus.resolve import PersonaResolver
 from worker.broker import Broker, Topology
-from worker.claims import SessionClaims
+from worker.choices import AllowedChoices
 from worker.contract import ResolvedMode
-from worker.control import ControlListener
-from worker.events import EventPublisher
-from worker.intake import Intake
-from worker.manager import SessionManager
+from worker.core.adoption import Adopter
+from worker.core.claims import SessionClaims
+from worker.core.control import ControlListener
+from worker.core.events import EventPublisher
+from worker.core.intake import Intake
+from worker.core.manager import SessionManager
+from worker.core.reaper import Reaper
+from worker.core.records import SessionRecords
 from worker.modes import ModeResolver
 from worker.ops.load import LoadMonitor
 from worker.ops.metrics import Metrics
 from worker.ops.status import StatusServer
-from worker.reaper import Reaper
-from worker.records import SessionRecords
 from worker.sessions.base import SessionRunner
 from worker.sessions.monitor import ConversationMonitor
 from worker.sessions.phoenix import PhoenixRunner
 from worker.settings import Settings
 from worker.view import AppView
 
-log = structlog.get_logger("worker.app")
+log = structlog.get_logger(__name__)
 
 FORCED_STOP_TIMEOUT_S = 5.0
 
@@ -121,16 +123,15 @@ class WorkerApp:
             monitor = ConversationMonitor(client, interval_s=s.worker_poll_interval_s)
             stack.push_async_callback(monitor.aclose)
             personas = PersonaResolver(client)
-            runners: dict[ResolvedMode, SessionRunner] = {
-                "phoenix_rest": PhoenixRunner(
-                    client,
-                    monitor,
-                    personas,
-                    default_replica_id=s.tavus_default_replica_id,
-                    name_prefix=s.worker_session_name_prefix,
-                    dedupe_scan_pages=s.worker_dedupe_scan_pages,
-                )
-            }
+            phoenix = PhoenixRunner(
+                client,
+                monitor,
+                personas,
+                default_replica_id=s.tavus_default_replica_id,
+                name_prefix=s.worker_session_name_prefix,
+                dedupe_scan_pages=s.worker_dedupe_scan_pages,
+            )
+            runners: dict[ResolvedMode, SessionRunner] = {"phoenix_rest": phoenix}
             daily = self._daily_client(stack)
             unavailable = pipecat_daily_unavailable_reason(s)
             if unavailable is None and daily is not None:
@@ -177,6 +178,7 @@ class WorkerApp:
                 worker_id=s.worker_id,
                 is_overloaded=lambda: self.is_overloaded,
                 on_dead_letter=self.metrics.dead_lettered,  # type: ignore[arg-type]
+                allowed_choices=AllowedChoices.from_settings(s),
             )
             stack.push_async_callback(self.intake.aclose)
             await ControlListener(self.broker, self.sessions, s.worker_id).start()
@@ -195,6 +197,12 @@ class WorkerApp:
                     is_live_here=self.sessions.is_live,
                     grace_s=s.worker_reaper_grace_s,
                     lease_s=s.worker_session_lease_s,
+                    adopter=Adopter(
+                        phoenix=phoenix,
+                        records=self.records,
+                        sessions=self.sessions,
+                        lease_s=s.worker_session_lease_s,
+                    ),
                 )
                 await self.reaper.watch_leases()
                 reaper_task = asyncio.create_task(self.reaper.run(), name="reaper")

@@ -171,13 +171,19 @@ class RetryingEvent(_EventBase):
     delay_s: float
 
 
-class EndedEvent(_EventBase):
+class _OutcomeBase(_EventBase):
+    # Set when the worker that published this outcome adopted the live session from another
+    # one that died (phoenix_rest): the worker that ran it before. `worker_id` is the adopter.
+    adopted_from: str | None = None
+
+
+class EndedEvent(_OutcomeBase):
     status: Literal["ended"] = "ended"
     reason: EndReason
     duration_s: float
 
 
-class FailedEvent(_EventBase):
+class FailedEvent(_OutcomeBase):
     status: Literal["failed"] = "failed"
     error: EventError
 

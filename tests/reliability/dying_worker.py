@@ -18,7 +18,7 @@ from typing import Any
 import aio_pika
 
 from worker import cli
-from worker.records import SessionRecords
+from worker.core.records import SessionRecords
 
 
 def _kill() -> None:

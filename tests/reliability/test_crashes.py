@@ -224,8 +224,8 @@ async def wait_reaped(h: ReliabilityHarness, app: WorkerApp, sid: str) -> None:
     assert reaper is not None
     await wait_until(lambda: len(h.terminal(sid)) >= 2, 30, "the reaper did not publish")
     await wait_until(lambda: reaper.reaped_total >= 1, 30, "the reaper did not finish")
-    note = await app.records.read(sid)
-    assert note is not None and note.get("finished"), note
+    record = await app.records.read(sid)
+    assert record is not None and record.finished, record
 
 
 @pytest.mark.slow

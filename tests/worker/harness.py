@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from tavus.sim import Simulator
 from worker.app import WorkerApp
-from worker.broker import Topology
+from worker.broker import QUORUM, Topology
 from worker.client_tools import send_stop
 from worker.settings import Settings
 
@@ -245,7 +245,9 @@ class Harness:
         """Read `expected` messages off the dead-letter queue (acking them)."""
         assert self.connection is not None
         channel = await self.connection.channel()
-        queue = await channel.declare_queue(self.topo.dead_letter_queue, durable=True)
+        queue = await channel.declare_queue(
+            self.topo.dead_letter_queue, durable=True, arguments=QUORUM
+        )
         found: list[Delivery] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s

@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 
+from tests.reliability.env import poll_until
 from tests.worker.harness import Harness, job
+from tests.worker.test_pipecat_daily import pipecat_settings
 from worker.broker import BrokerUnavailable
+from worker.core.records import SessionRecord
 
 pytestmark = pytest.mark.broker
 
@@ -29,9 +32,12 @@ async def ready_in_a_worker_process(
     return victim, sid, ready
 
 
-async def test_session_of_a_killed_worker_is_ended_as_worker_lost(h: Harness) -> None:
-    """SIGKILL a worker with a live session: another worker's reaper ends the conversation and
-    publishes ended(worker_lost), to the events exchange and to the job's reply_to."""
+async def test_live_phoenix_session_of_a_killed_worker_is_adopted_and_its_call_goes_on(
+    h: Harness,
+) -> None:
+    """SIGKILL a worker with a live phoenix_rest session: another worker adopts it, the user's
+    conversation stays up, and a later stop ends it once, with the job's metadata, reply_to and
+    correlation id, and `adopted_from` naming the dead worker."""
     victim = await h.spawn_worker_process()
     assert h.connection is not None
     channel = await h.connection.channel()
@@ -43,16 +49,45 @@ async def test_session_of_a_killed_worker_is_ended_as_worker_lost(h: Harness) ->
     await asyncio.sleep(0.5)  # let the job's ack reach the broker: the session is past intake
     victim.send_signal(signal.SIGKILL)
     await victim.wait()
-    assert h.sim.conversations[ready["conversation_id"]].status == "active"  # leaked, for now
+    adopter = await h.start_worker(worker_reaper_interval_s=0.2, worker_reaper_grace_s=0.5)
+    sessions = adopter.sessions
+    assert sessions is not None
+    assert await poll_until(lambda: sessions.is_live(sid), 20), "the session was not adopted"
+    await asyncio.sleep(1.0)  # sweeps and lapsed leases find nothing more to do
+    assert h.sim.conversations[ready["conversation_id"]].status == "active"
+    assert h.statuses(sid) == ["accepted", "ready"]
+    await h.stop_session(sid)
+    ended = await h.wait_for(sid, "ended")
+    assert ended["reason"] == "stopped" and ended["adopted_from"] == ready["worker_id"]
+    assert ended["worker_id"] != ready["worker_id"]
+    assert ended["metadata"] == {"k": "v"} and ended["mode"] == "phoenix_rest"
+    assert h.sim.conversations[ready["conversation_id"]].status == "ended"
+    replies = [await reply.get(timeout=5) for _ in range(3)]
+    assert [json.loads(r.body)["status"] for r in replies] == ["accepted", "ready", "ended"]
+    assert {r.correlation_id for r in replies} == {"c-9"}
+    await asyncio.sleep(0.6)
+    assert h.statuses(sid) == ["accepted", "ready", "ended"]
+
+
+async def test_a_conversation_that_ended_while_nobody_followed_it_ends_with_its_own_reason(
+    h: Harness,
+) -> None:
+    """A worker dies and the user hangs up before any worker adopts the session: its outcome is
+    how the conversation ended (participant_left), not worker_lost."""
+    victim = await h.spawn_worker_process()
+    body = job(participant_left_timeout_s=0)
+    sid = body["session_id"]
+    await h.publish(body)
+    ready = await h.wait_for(sid, "ready")
+    await asyncio.sleep(0.5)  # the job's ack lands
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+    h.sim.join(ready["conversation_id"])
+    h.sim.leave(ready["conversation_id"])
     await h.start_worker(worker_reaper_interval_s=0.2, worker_reaper_grace_s=0.5)
     ended = await h.wait_for(sid, "ended", timeout_s=20)
-    assert ended["reason"] == "worker_lost"
-    assert ended["metadata"] == {"k": "v"} and ended["mode"] == "phoenix_rest"
-    assert ended["duration_s"] > 0
-    assert h.sim.conversations[ready["conversation_id"]].status == "ended"
-    replies = [json.loads((await reply.get(timeout=5)).body)["status"] for _ in range(3)]
-    assert replies == ["accepted", "ready", "ended"]
-    await asyncio.sleep(0.6)  # further sweeps find nothing more to do
+    assert ended["reason"] == "participant_left"
+    await asyncio.sleep(0.6)
     assert h.statuses(sid) == ["accepted", "ready", "ended"]
 
 
@@ -92,7 +127,8 @@ async def test_worker_killed_while_provisioning_is_resumed_by_another_worker(h: 
 
 async def test_session_of_a_worker_killed_after_releasing_gets_its_outcome(h: Harness) -> None:
     """A worker killed after its conversation ended but before `ended` went out: the session's
-    lease lapses and a reaper publishes ended(worker_lost) from its record, once."""
+    lease lapses and a reaper publishes its `ended` from its record, once, with the reason Tavus
+    gives (the user left), not worker_lost."""
     victim, sid, ready = await ready_in_a_worker_process(h, worker_session_lease_s=1.0)
     victim.send_signal(signal.SIGSTOP)  # frozen: it can neither see the end nor publish
     h.sim.join(ready["conversation_id"])
@@ -103,7 +139,7 @@ async def test_session_of_a_worker_killed_after_releasing_gets_its_outcome(h: Ha
         worker_reaper_interval_s=3600, worker_session_lease_s=1.0, worker_reaper_grace_s=0.5
     )
     ended = await h.wait_for(sid, "ended", timeout_s=20)
-    assert ended["reason"] == "worker_lost"
+    assert ended["reason"] == "participant_left"
     await asyncio.sleep(2.5)  # later lease checks find the record finished
     assert h.statuses(sid) == ["accepted", "ready", "ended"]
 
@@ -172,12 +208,12 @@ async def test_no_provider_call_before_the_session_note_is_on_the_broker(
     write_record = app.records.write
     refused: list[str] = []
 
-    async def refuse_once(session_id: str, *args: object, **kwargs: object) -> None:
+    async def refuse_once(record: SessionRecord, *args: object, **kwargs: object) -> None:
         if not refused:
-            refused.append(session_id)
-            assert h.created_conversations(session_id) == []  # nothing created before it
+            refused.append(record.session_id)
+            assert h.created_conversations(record.session_id) == []  # nothing created before it
             raise BrokerUnavailable("the broker connection is down (test)")
-        await write_record(session_id, *args, **kwargs)  # type: ignore[arg-type]
+        await write_record(record, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(app.records, "write", refuse_once)
     body = job()
@@ -186,8 +222,8 @@ async def test_no_provider_call_before_the_session_note_is_on_the_broker(
     ready = await h.wait_for(sid, "ready")
     assert refused == [sid]
     assert h.created_conversations(sid) == [ready["conversation_id"]]  # one create in all
-    note = await app.records.read(sid)
-    assert note is not None and note["session_id"] == sid and not note.get("finished")
+    record = await app.records.read(sid)
+    assert record is not None and record.session_id == sid and not record.finished
     assert h.statuses(sid).count("ready") == 1
 
 
@@ -196,18 +232,20 @@ async def test_the_sweep_and_the_lease_path_of_one_reaper_finish_a_session_once(
 ) -> None:
     """One worker's sweep and its lease path reach the same orphan at the same moment (a claim
     is the worker's, not one path's, so both could take it): the session gets one outcome."""
-    victim, sid, ready = await ready_in_a_worker_process(h, worker_session_lease_s=60.0)
+    victim, sid, ready = await ready_in_a_worker_process(
+        h, worker_session_lease_s=60.0, tavus_avatar_mode="pipecat_daily", **pipecat_settings()
+    )
     victim.send_signal(signal.SIGKILL)
     await victim.wait()
     app = await h.start_worker(worker_reaper_interval_s=3600, worker_reaper_grace_s=0.5)
     reaper = app.reaper
     assert reaper is not None
-    note = await app.records.read(sid)
-    assert note is not None
+    record = await app.records.read(sid)
+    assert record is not None
     h.sim.faults.latency("POST /v2/conversations/{conversation_id}/end", 0.5)  # both get inside
     await reaper.sweep_once()  # sees the orphan for the first time
-    await asyncio.sleep(0.6)  # past the grace period, for the sweep and for the lapsed note
-    lapsed = {**note, "unclaimed_since": time.time() - 1.0}
+    await asyncio.sleep(0.6)  # past the grace period, for the sweep and for the lapsed record
+    lapsed = record.model_copy(update={"unclaimed_since": time.time() - 1.0})
     await asyncio.gather(reaper.sweep_once(), reaper.lease_lapsed(lapsed))
     await h.wait_for(sid, "ended")
     await asyncio.sleep(1.0)

@@ -13,7 +13,7 @@ import structlog
 from worker.pool.childlog import forward_stderr
 from worker.pool.protocol import Command, Message, Start, Stop, decode, encode
 
-log = structlog.get_logger("worker.pool")
+log = structlog.get_logger(__name__)
 
 _WRITE_TIMEOUT_S = 5.0
 

@@ -18,7 +18,7 @@ import structlog
 from worker.pool.errors import CRASHED, POOL_CLOSED, PoolUnavailable
 from worker.pool.process import ChildOptions, ChildProcess
 
-log = structlog.get_logger("worker.pool")
+log = structlog.get_logger(__name__)
 
 _MAX_BACKOFF_S = 30.0
 # Environment names the child never needs: its secrets arrive on stdin with the session.

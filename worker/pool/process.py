@@ -34,7 +34,7 @@ from worker.pool.protocol import (
     spec_to_dict,
 )
 
-log = structlog.get_logger("worker.pool")
+log = structlog.get_logger(__name__)
 
 CHILD_MODULE = "worker.pool.child"
 _STDOUT_DRAIN_S = 2.0  # after exit, how long the last lines may take to arrive

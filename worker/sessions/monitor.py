@@ -17,7 +17,7 @@ from tavus.client import TavusClient
 from tavus.errors import NotFoundError, ProviderError
 from tavus.models import Conversation
 
-log = structlog.get_logger("worker.monitor")
+log = structlog.get_logger(__name__)
 
 MAX_BACKOFF_S = 30.0
 

@@ -18,7 +18,7 @@ from worker.contract import EndReason, ResolvedMode, SessionJob
 from worker.sessions.base import Existing, ReadyInfo
 from worker.sessions.monitor import ConversationMonitor
 
-log = structlog.get_logger("worker.phoenix")
+log = structlog.get_logger(__name__)
 
 # Tavus `system.shutdown` reasons (bare tokens or prose) → the contract's `ended.reason`.
 SHUTDOWN_REASONS: tuple[tuple[str, EndReason], ...] = (
@@ -177,6 +177,14 @@ class PhoenixRunner:
         )
         conversation = await self._client.create_conversation(request)
         log.info("tavus.conversation_created", conversation_id=conversation.conversation_id)
+        return PhoenixSession(self._client, self._monitor, conversation)
+
+    async def resume(self, conversation_id: str) -> PhoenixSession | EndReason:
+        """Follow a conversation another worker started (it died): the live session, or why the
+        conversation ended while nobody followed it."""
+        conversation = await self._client.get_conversation(conversation_id, verbose=True)
+        if not conversation.is_active:
+            return end_reason_from(conversation)
         return PhoenixSession(self._client, self._monitor, conversation)
 
     async def cleanup(self, job: SessionJob) -> None:

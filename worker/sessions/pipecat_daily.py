@@ -19,12 +19,13 @@ from tavus.daily import DailyClient, room_name_for
 from tavus.errors import NotFoundError, ProviderError
 from tavus.models import Persona
 from tavus.resolve import PersonaResolver, resolve_replica
+from worker.choices import service_choices
 from worker.contract import EndReason, ResolvedMode, SessionJob
 from worker.pool import ChildFailed, ChildProcess, Ended, PoolError, ProcessPool
 from worker.sessions.base import Existing, ReadyInfo, SessionFailure
 from worker.sessions.phoenix import delete_session_conversations, lookup_by_conversation_name
 
-log = structlog.get_logger("worker.pipecat_daily")
+log = structlog.get_logger(__name__)
 
 DEFAULT_SYSTEM_PROMPT = "You are a friendly, concise video assistant. Keep answers short."
 ROOM_EXP_MARGIN_S = 120
@@ -305,6 +306,8 @@ class PipecatDailyRunner:
                 api_key=self._tavus_key, base_url=self._tavus_base_url, replica_id=replica_id
             ),
             providers=self._providers,
+            choices=service_choices(job),
+            metadata=dict(job.metadata),
             conversational_context=job.conversational_context,
             custom_greeting=job.custom_greeting,
             language=job.language,

@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from worker.broker import Broker
 from worker.contract import StopCommand, describe_validation_error
-from worker.manager import SessionManager
+from worker.core.manager import SessionManager
 
-log = structlog.get_logger("worker.control")
+log = structlog.get_logger(__name__)
 
 STOP_ROUTING_KEY = "session.stop"
 

@@ -12,8 +12,7 @@ from typing import Any
 
 import structlog
 
-from worker.broker import BROKER_ERRORS, Broker, json_message
-from worker.claims import SessionClaims
+from worker.broker import Broker, BrokerError, json_message
 from worker.contract import (
     AcceptedEvent,
     EndedEvent,
@@ -26,8 +25,10 @@ from worker.contract import (
     RetryingEvent,
     SessionJob,
 )
+from worker.core.claims import SessionClaims
+from worker.core.records import SessionRecord
 
-log = structlog.get_logger("worker.events")
+log = structlog.get_logger(__name__)
 
 TerminalEvent = EndedEvent | FailedEvent
 
@@ -47,6 +48,7 @@ class EventRoute:
     correlation_id: str | None = None
     mode: ResolvedMode | None = None
     is_silenced: bool = False  # another worker owns the session now: publish nothing more
+    adopted_from: str | None = None  # the worker that ran the session before this one adopted it
 
     @classmethod
     def for_job(
@@ -60,6 +62,20 @@ class EventRoute:
     ) -> EventRoute:
         return cls(job.session_id, worker_id, attempt, dict(job.metadata), reply_to, correlation_id)
 
+    @classmethod
+    def from_record(cls, record: SessionRecord, *, worker_id: str) -> EventRoute:
+        """The route of a session another worker ran, from its record (for a reaper or an
+        adopter): the job's metadata, reply_to and correlation id, its attempt and mode."""
+        return cls(
+            session_id=record.session_id,
+            worker_id=worker_id,
+            attempt=record.attempt,
+            metadata=dict(record.metadata),
+            reply_to=record.reply_to,
+            correlation_id=record.correlation_id,
+            mode=record.mode,
+        )
+
     def common(self) -> dict[str, Any]:
         return {
             "session_id": self.session_id,
@@ -69,15 +85,6 @@ class EventRoute:
             "metadata": self.metadata,
             "mode": self.mode,
         }
-
-
-def outcome_from_note(payload: dict[str, Any]) -> TerminalEvent:
-    """The terminal event a session's note carries (`outcome`, as `model_dump(mode="json")` gave
-    it), rebuilt so that publishing it again gives the same event: status, reason or error, `at`,
-    worker_id, attempt, duration, metadata, mode."""
-    if payload.get("status") == "failed":
-        return FailedEvent.model_validate(payload)
-    return EndedEvent.model_validate(payload)
 
 
 class EventPublisher:
@@ -103,10 +110,15 @@ class EventPublisher:
         await self._send(route, RetryingEvent(**route.common(), error=error, delay_s=delay_s))
 
     def ended_event(self, route: EventRoute, reason: EndReason, duration_s: float) -> EndedEvent:
-        return EndedEvent(**route.common(), reason=reason, duration_s=round(duration_s, 3))
+        return EndedEvent(
+            **route.common(),
+            reason=reason,
+            duration_s=round(duration_s, 3),
+            adopted_from=route.adopted_from,
+        )
 
     def failed_event(self, route: EventRoute, error: EventError) -> FailedEvent:
-        return FailedEvent(**route.common(), error=error)
+        return FailedEvent(**route.common(), error=error, adopted_from=route.adopted_from)
 
     async def ended(self, route: EventRoute, reason: EndReason, duration_s: float) -> None:
         await self.publish(route, self.ended_event(route, reason, duration_s))
@@ -118,7 +130,7 @@ class EventPublisher:
         await self._send(route, ExpiredEvent(**route.common(), not_after=not_after))
 
     async def publish(self, route: EventRoute, event: TerminalEvent) -> bool:
-        """Publish an outcome built beforehand (or restored from a session's note, for a copy);
+        """Publish an outcome built beforehand (or restored from a session's record, for a copy);
         False when the route is silenced and nothing went out."""
         return await self._send(route, event)
 
@@ -143,7 +155,7 @@ class EventPublisher:
             try:
                 await self._publish_once(route, event)
                 break
-            except BROKER_ERRORS as exc:
+            except BrokerError as exc:
                 # The broker is away (aio-pika reconnects every 5 s): wait for it, within reason.
                 if loop.time() + delay > deadline:
                     raise

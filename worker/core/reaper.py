@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import re
 import time
@@ -28,16 +27,17 @@ from aio_pika.abc import AbstractIncomingMessage
 from tavus.client import TavusClient
 from tavus.daily import DailyClient, room_name_for
 from tavus.errors import NotFoundError, ProviderError
-from worker.broker import BROKER_ERRORS, Broker
-from worker.claims import SessionClaims
-from worker.contract import SESSION_ID_PATTERN
-from worker.events import EventPublisher, EventRoute, outcome_from_note
-from worker.records import SessionRecords
+from worker.broker import QUORUM, Broker, BrokerError, broker_errors, declare_replicated_queue
+from worker.contract import SESSION_ID_PATTERN, EndReason
+from worker.core.adoption import Adopter
+from worker.core.claims import SessionClaims
+from worker.core.events import EventPublisher, EventRoute
+from worker.core.records import SessionRecord, SessionRecords, parse_record
 
-log = structlog.get_logger("worker.reaper")
+log = structlog.get_logger(__name__)
 
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
-SWEEP_ERRORS: tuple[type[BaseException], ...] = (ProviderError, RuntimeError, *BROKER_ERRORS)
+SWEEP_ERRORS: tuple[type[BaseException], ...] = (ProviderError, BrokerError)
 REMEMBERED_REAPS = 10_000
 
 
@@ -48,20 +48,6 @@ class Orphan:
     session_id: str
     conversation_ids: list[str] = field(default_factory=list)
     room_names: set[str] = field(default_factory=set)
-
-
-def deciding_note(
-    current: dict[str, Any] | None, lapsed: dict[str, Any] | None
-) -> dict[str, Any] | None:
-    """Which of a session's notes decides its outcome: the record queue's head (`current`) or the
-    lapsed one in hand. A finished note wins, then one that carries an outcome (a copy re-armed
-    without it, behind it, must not turn it into worker_lost), then the head."""
-    notes = [note for note in (current, lapsed) if note is not None]
-    for mark in ("finished", "outcome"):
-        for note in notes:
-            if note.get(mark):
-                return note
-    return notes[0] if notes else None
 
 
 class Reaper:
@@ -83,7 +69,9 @@ class Reaper:
         grace_s: float = 30.0,
         lease_s: float = 60.0,
         clock: Any = time.monotonic,
+        adopter: Adopter | None = None,
     ) -> None:
+        self._adopter = adopter
         self._lease_s = lease_s
         self._grace_s = grace_s
         self._clock = clock
@@ -106,11 +94,13 @@ class Reaper:
 
     async def watch_leases(self) -> None:
         """Consume the records whose lease ran out (one reaper gets each): re-arm the ones whose
-        session is still claimed, finish the others. This also finds sessions that left nothing
-        at the providers (a worker killed between releasing them and publishing `ended`)."""
+        session is still claimed; adopt or finish the others. This also finds sessions that left
+        nothing at the providers (a worker killed between releasing them and publishing
+        `ended`)."""
         channel = await self._broker.channel(prefetch=10)
-        queue = await channel.declare_queue(self._broker.topo.lost_queue, durable=True)
-        await queue.consume(self._on_lapsed)
+        queue = await declare_replicated_queue(channel, self._broker.topo.lost_queue, QUORUM)
+        with broker_errors("consume the lost queue"):
+            await queue.consume(self._on_lapsed)
 
     async def _on_lapsed(self, message: AbstractIncomingMessage) -> None:
         settled = False
@@ -119,65 +109,81 @@ class Reaper:
             nonlocal settled
             if not settled:
                 settled = True
-                with contextlib.suppress(*BROKER_ERRORS):
+                with contextlib.suppress(BrokerError), broker_errors("ack a lapsed record"):
                     await message.ack()
 
+        record = parse_record(message.body)
+        if record is None:
+            await settle()  # logged; nothing can be done with it
+            return
         try:
-            record = json.loads(message.body)
             await self.lease_lapsed(record, settle=settle)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.error("reaper.bad_record", error=type(exc).__name__)
         except SWEEP_ERRORS as exc:
             log.warning("reaper.lease_check_failed", error=str(exc) or type(exc).__name__)
             if settled:
-                return  # the session's note carries its outcome now, under its own lease
+                return  # the session's record carries its outcome now, under its own lease
             await asyncio.sleep(min(self._lease_s, 5.0))
-            with contextlib.suppress(*BROKER_ERRORS):
+            with contextlib.suppress(BrokerError), broker_errors("give a lapsed record back"):
                 await message.nack(requeue=True)
             return
         await settle()
 
     async def lease_lapsed(
-        self, record: dict[str, Any], *, settle: Callable[[], Awaitable[None]] | None = None
+        self, record: SessionRecord, *, settle: Callable[[], Awaitable[None]] | None = None
     ) -> bool:
-        """Handle one lapsed record; True when it finished the session (its outcome is out).
-        `settle` (ack the lapsed note) is called as soon as the record queue holds a note with
-        the outcome this reaper is about to publish: from then on that note is the session's
-        only one, so a reaper that dies while publishing leaves no stale note behind to be
-        finished differently."""
-        sid = str(record["session_id"])
+        """Handle one lapsed record; True when it adopted or finished the session. `settle`
+        (ack the lapsed record) is called as soon as the record queue holds what this reaper
+        decided (the adopter's record, or the outcome it is about to publish): from then on
+        that is the session's only record, so a reaper that dies meanwhile leaves no stale one
+        behind to be finished differently."""
+        sid = record.session_id
         if sid in self._reaped:
             return False
         if self._is_live_here(sid) or await self._claims.is_claimed_elsewhere(sid):
-            record.pop("unclaimed_since", None)
-            await self._records.rearm(sid, record, lease_s=self._lease_s)
+            await self._records.rearm(
+                record.model_copy(update={"unclaimed_since": None}), lease_s=self._lease_s
+            )
             return False
         # Unclaimed: its worker may only be reconnecting. The first reaper to see that writes
-        # the time into the note; whichever reaper gets it after the grace period finishes it.
-        since = float(record.setdefault("unclaimed_since", time.time()))
-        left_s = self._grace_s - (time.time() - since)
+        # the time into the record; whichever reaper gets it after the grace period acts.
+        if record.unclaimed_since is None:
+            record = record.model_copy(update={"unclaimed_since": time.time()})
+        assert record.unclaimed_since is not None
+        left_s = self._grace_s - (time.time() - record.unclaimed_since)
         if left_s > 0:
-            await self._records.rearm(sid, record, lease_s=max(left_s, 0.2))
+            await self._records.rearm(record, lease_s=max(left_s, 0.2))
             return False
-        if sid in self._busy:  # the sweep is finishing it here: this note goes back, unused
-            await self._records.rearm(sid, record, lease_s=self._lease_s)
+        if sid in self._busy:  # the sweep is finishing it here: this record goes back, unused
+            await self._records.rearm(record, lease_s=self._lease_s)
             return False
         self._busy.add(sid)
         try:
-            return await self._finish_lapsed(sid, record, settle)
+            return await self._take_over_lapsed(record, settle)
         finally:
             self._busy.discard(sid)
 
-    async def _finish_lapsed(
-        self, sid: str, record: dict[str, Any], settle: Callable[[], Awaitable[None]] | None
+    async def _take_over_lapsed(
+        self, lapsed: SessionRecord, settle: Callable[[], Awaitable[None]] | None
     ) -> bool:
+        sid = lapsed.session_id
         if not await self._claims.claim(sid):
-            await self._records.rearm(sid, record, lease_s=self._lease_s)
+            await self._records.rearm(lapsed, lease_s=self._lease_s)
             return False
+        adopted = False
         try:
             current = await self._records.read(sid)
-            if current is not None and current.get("finished"):
-                return False  # it finished meanwhile (an empty queue: the lapsed note is all)
+            if current is not None and current.finished:
+                return False  # it finished meanwhile (an empty queue: the lapsed record is all)
+            record = SessionRecord.deciding([r for r in (current, lapsed) if r is not None])
+            assert record is not None
+            ended_by_itself: EndReason | None = None
+            if self._adopter is not None and record.is_adoptable:
+                ended_by_itself = await self._adopter.adopt(record)
+                if ended_by_itself is None:
+                    adopted = True  # the claim stays: the session is this worker's now
+                    if settle is not None:
+                        await settle()
+                    return True
             orphan = Orphan(sid)
             orphan.conversation_ids = [
                 c.conversation_id
@@ -185,11 +191,14 @@ class Reaper:
                     f"{self._prefix}{sid}", status="active"
                 )
             ]
-            await self._finish(orphan, lapsed=deciding_note(current, record), settle=settle)
+            await self._finish(
+                orphan, lapsed=record, settle=settle, reason=ended_by_itself or "worker_lost"
+            )
             self.reaped_total += 1
             return True
         finally:
-            await self._claims.release(sid)
+            if not adopted:
+                await self._claims.release(sid)
 
     async def run(self) -> None:
         """Sweep forever at a jittered interval (so workers do not sweep in lockstep)."""
@@ -233,6 +242,15 @@ class Reaper:
         if not await self._claims.claim(orphan.session_id):
             return False
         try:
+            has_queue, record = await self._records.look(orphan.session_id)
+            if has_queue and record is None:
+                # Its record's lease has just run out: the lease path decides, from the record.
+                log.info("reaper.record_in_transit", session_id=orphan.session_id)
+                return False
+            if self._adopter is not None and record is not None and record.is_adoptable:
+                # Its call goes on: the lease path adopts it once the record's lease runs out.
+                log.info("reaper.left_for_adoption", session_id=orphan.session_id)
+                return False
             await self._finish(orphan)
             return True
         finally:
@@ -262,8 +280,9 @@ class Reaper:
     async def _finish(
         self,
         orphan: Orphan,
-        lapsed: dict[str, Any] | None = None,
+        lapsed: SessionRecord | None = None,
         settle: Callable[[], Awaitable[None]] | None = None,
+        reason: EndReason = "worker_lost",
     ) -> None:
         """End what the session left at the providers and, if its outcome is not out yet,
         publish it from its record (`_publish_outcome`). Only a session whose outcome is known to
@@ -282,56 +301,44 @@ class Reaper:
         if self._daily is not None:
             for name in orphan.room_names | {room_name_for(sid, self._prefix)}:
                 await self._daily.delete_room(name)
-        record = deciding_note(await self._records.read(sid), lapsed)
+        current = await self._records.read(sid)
+        record = SessionRecord.deciding([r for r in (current, lapsed) if r is not None])
         if sid in self._reaped:
             log.info("reaper.late_resources_released", session_id=sid)  # outcome already out
             return
         if record is None:
             log.info("reaper.outcome_left_to_lease", session_id=sid)
             return
-        if not record.get("finished"):
-            await self._publish_outcome(sid, record, settle)
+        if not record.finished:
+            await self._publish_outcome(record, settle, reason)
         self._reaped[sid] = None
         while len(self._reaped) > REMEMBERED_REAPS:
             self._reaped.popitem(last=False)
 
     async def _publish_outcome(
         self,
-        sid: str,
-        record: dict[str, Any],
-        settle: Callable[[], Awaitable[None]] | None = None,
+        record: SessionRecord,
+        settle: Callable[[], Awaitable[None]] | None,
+        reason: EndReason,
     ) -> None:
-        """Publish the session's one outcome and finish its note. A note that carries an outcome
-        (its worker wrote it there before publishing it, then died or lost the broker) gives that
-        very event again: a copy, never a second outcome. Otherwise `ended(worker_lost)`,
-        itself written into the note first, so a reaper that dies here leaves the same event
+        """Publish the session's one outcome and finish its record. A record that carries an
+        outcome (its worker wrote it there before publishing it, then died or lost the broker)
+        gives that very event again: a copy, never a second outcome. Otherwise `ended` with
+        `reason` (`worker_lost`, or how its conversation ended while nobody followed it),
+        itself written into the record first, so a reaper that dies here leaves the same event
         for the next one."""
-        route = self._route(record)
-        pending = record.get("outcome")
-        if pending is not None:
-            event = outcome_from_note(pending)
-            log.info("reaper.outcome_republished", session_id=sid, status=event.status)
+        route = EventRoute.from_record(record, worker_id=self._worker_id)
+        event = record.outcome
+        if event is not None:
+            log.info(
+                "reaper.outcome_republished", session_id=record.session_id, status=event.status
+            )
         else:
-            event = self._events.ended_event(route, "worker_lost", self._age(record))
-            note = {**record, "outcome": event.model_dump(mode="json")}
-            await self._records.write_outcome(sid, note, lease_s=self._lease_s)
+            event = self._events.ended_event(route, reason, record.age_s)
+            await self._records.write_outcome(
+                record.model_copy(update={"outcome": event}), lease_s=self._lease_s
+            )
             if settle is not None:
                 await settle()
         await self._events.publish(route, event)
-        await self._records.finish(sid, record)
-
-    def _route(self, record: dict[str, Any]) -> EventRoute:
-        return EventRoute(
-            session_id=record["session_id"],
-            worker_id=self._worker_id,
-            attempt=int(record.get("attempt") or 1),
-            metadata=dict(record.get("metadata") or {}),
-            reply_to=record.get("reply_to"),
-            correlation_id=record.get("correlation_id"),
-            mode=record.get("mode"),
-        )
-
-    @staticmethod
-    def _age(record: dict[str, Any]) -> float:
-        started = record.get("started_at")
-        return max(time.time() - float(started), 0.0) if started else 0.0
+        await self._records.finish(record)

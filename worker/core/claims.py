@@ -9,16 +9,19 @@ import asyncio
 import time
 from collections.abc import Callable
 
-import aio_pika
-import aiormq
 import structlog
 from aio_pika.abc import AbstractQueue, AbstractRobustChannel
 
-from worker.broker import CHANNEL_ERRORS, Broker, BrokerUnavailable
-from worker.records import SessionRecords
+from worker.broker import (
+    Broker,
+    BrokerError,
+    ResourceLocked,
+    ResourceMissing,
+    broker_errors,
+)
+from worker.core.records import SessionRecords
 
-# The logger (and event names) of the time claims lived in worker.broker: log queries keep working.
-log = structlog.get_logger("worker.broker")
+log = structlog.get_logger(__name__)
 
 SETTLE_TIMEOUT_S = 30.0
 
@@ -58,7 +61,7 @@ class SessionClaims:
         try:
             await asyncio.wait_for(self._settled.wait(), timeout_s)
         except TimeoutError:
-            log.warning("broker.claims_unsettled", waited_s=timeout_s)
+            log.warning("claims.unsettled", waited_s=timeout_s)
 
     def _on_connection_lost(self, *_: object) -> None:
         self._outages += 1
@@ -68,36 +71,38 @@ class SessionClaims:
     async def claim(self, session_id: str) -> bool:
         """Take the cluster-wide claim on a session; False when another connection holds it.
 
-        Raises BrokerUnavailable while the connection is down (aiormq says RuntimeError).
+        Raises BrokerUnavailable while the connection is down.
         """
-        try:
-            return await self._claim(session_id)
-        except RuntimeError as exc:
-            raise BrokerUnavailable(f"the broker connection is down ({exc})") from exc
-
-    async def _claim(self, session_id: str) -> bool:
         async with self._claim_lock:
             if session_id in self._claims:
                 return True
-            channel = await self._fresh_claim_channel()
             try:
-                # robust=False: aio-pika must not re-declare claims by itself on reconnect (a
-                # claim another worker took meanwhile would make every reconnect fail);
-                # `_retake_claims` does it and reports the ones that are lost.
-                queue = await channel.declare_queue(
+                self._claims[session_id] = await self._declare_claim(session_id)
+            except ResourceLocked:
+                return False
+            return True
+
+    async def _declare_claim(self, session_id: str) -> AbstractQueue:
+        """Declare the session's exclusive claim queue on the claims channel. robust=False:
+        aio-pika must not re-declare claims by itself on reconnect (a claim another worker took
+        meanwhile would make every reconnect fail); `_retake_claims` does it and reports the
+        ones that are lost. A channel an error closed is never reused."""
+        try:
+            with broker_errors(f"claim session {session_id}"):
+                channel = await self._fresh_claim_channel()
+                return await channel.declare_queue(
                     self.topo.claim_queue(session_id),
                     exclusive=True,
                     auto_delete=False,
                     robust=False,
                 )
-            except aiormq.exceptions.ChannelLockedResource:
-                self._claim_channel = None  # the server closed it
-                return False
-            except CHANNEL_ERRORS:
-                self._claim_channel = None  # never reuse a channel an error may have closed
-                raise
-            self._claims[session_id] = queue
-            return True
+        except BrokerError:
+            self._claim_channel = None
+            raise
+
+    def adopt_claim(self, session_id: str, queue: AbstractQueue) -> None:
+        """Keep a claim taken elsewhere on this connection (by the reaper) as this worker's."""
+        self._claims[session_id] = queue
 
     async def release(self, session_id: str) -> None:
         """Drop the claim (idempotent); the queue also disappears if this connection dies."""
@@ -106,35 +111,30 @@ class SessionClaims:
             if queue is None:
                 return
             try:
-                await queue.delete(if_unused=False, if_empty=False)
-            except (
-                aiormq.exceptions.AMQPError,
-                aio_pika.exceptions.ChannelInvalidStateError,
-            ) as exc:
-                log.warning("broker.claim_release_failed", session_id=session_id, error=str(exc))
+                with broker_errors(f"release the claim on {session_id}"):
+                    await queue.delete(if_unused=False, if_empty=False)
+            except BrokerError as exc:
+                log.warning("claims.release_failed", session_id=session_id, error=str(exc))
                 self._claim_channel = None
+
+    def holds(self, session_id: str) -> bool:
+        """True when this worker holds the session's claim."""
+        return session_id in self._claims
 
     async def is_claimed_elsewhere(self, session_id: str) -> bool:
         """True when some live connection holds this session's claim."""
         if session_id in self._claims:
             return False
-        assert self._broker.connection is not None
         try:
-            channel = await self._broker.connection.channel()
-        except RuntimeError as exc:
-            raise BrokerUnavailable(f"the broker connection is down ({exc})") from exc
-        try:
-            await channel.declare_queue(
-                self.topo.claim_queue(session_id), passive=True, robust=False
-            )
+            async with self._broker.brief_channel(f"look at the claim on {session_id}") as channel:
+                await channel.declare_queue(
+                    self.topo.claim_queue(session_id), passive=True, robust=False
+                )
             return True
-        except (aiormq.exceptions.ChannelLockedResource, aiormq.exceptions.ChannelAccessRefused):
+        except ResourceLocked:
             return True
-        except aiormq.exceptions.ChannelNotFoundEntity:
+        except ResourceMissing:
             return False
-        finally:
-            if not channel.is_closed:
-                await channel.close()
 
     def _on_reconnect(self, *_: object) -> None:
         task = asyncio.create_task(self._retake_claims(), name="retake-claims")
@@ -148,8 +148,8 @@ class SessionClaims:
         outages = self._outages
         try:
             await self._retake()
-        except CHANNEL_ERRORS as exc:
-            log.warning("broker.claims_retake_failed", error=type(exc).__name__)
+        except BrokerError as exc:
+            log.warning("claims.retake_failed", error=str(exc))
         finally:
             if self._outages == outages:
                 self._settled.set()
@@ -160,25 +160,18 @@ class SessionClaims:
             self._claim_channel = None
             lost = []
             for session_id in list(self._claims):
-                channel = await self._fresh_claim_channel()
                 try:
-                    self._claims[session_id] = await channel.declare_queue(
-                        self.topo.claim_queue(session_id),
-                        exclusive=True,
-                        auto_delete=False,
-                        robust=False,
-                    )
-                except aiormq.exceptions.ChannelLockedResource:
-                    self._claim_channel = None
+                    self._claims[session_id] = await self._declare_claim(session_id)
+                except ResourceLocked:
                     del self._claims[session_id]
                     lost.append(session_id)
         for session_id in list(self._claims):
             record = await self._records.read(session_id)
-            if record is not None and record.get("finished"):
+            if record is not None and record.finished:
                 lost.append(session_id)  # a reaper finished it while we were away
         # took_s: how long the retake took; events wait for it (`settled`).
         log.info(
-            "broker.claims_retaken",
+            "claims.retaken",
             kept=len(self._claims),
             lost=len(lost),
             took_s=round(time.monotonic() - started, 3),

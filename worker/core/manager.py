@@ -1,33 +1,40 @@
 """Live sessions of this worker: the registry, capacity (reservations), start, stop, abandon, drain.
 
-`start()` returns what should happen to the job's delivery (an `Outcome`); acting on it is
-`worker.intake`'s job. Every session that published `accepted` publishes exactly one `ended` or
-`failed`, and its provider resources are released on every path (`worker.lifecycle`,
-`worker.outcomes`).
+`start()` returns what became of the job (a `JobResult`); what that means for its delivery is
+`worker.core.delivery`'s to say and `worker.core.intake`'s to carry out. `adopt()` takes over a
+live phoenix_rest session whose worker died. Every session that published `accepted` publishes
+exactly one `ended` or `failed`, and its provider resources are released on every path
+(`worker.core.lifecycle`, `worker.core.outcomes`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
 import structlog
 
-from worker.claims import SessionClaims
 from worker.contract import EndReason, SessionJob
-from worker.events import EventPublisher, EventRoute
-from worker.lifecycle import SessionLifecycle
+from worker.core.claims import SessionClaims
+from worker.core.delivery import JobResult
+from worker.core.events import EventPublisher, EventRoute
+from worker.core.lifecycle import SessionLifecycle
+from worker.core.outcomes import RELEASE_TIMEOUT_S, SessionOutcomes
+from worker.core.records import SessionRecord, SessionRecords
+from worker.core.state import Phase, SessionState
 from worker.modes import ModeResolver
 from worker.ops.metrics import Metrics
-from worker.outcomes import RELEASE_TIMEOUT_S, SessionOutcomes
-from worker.records import SessionRecords
-from worker.session_state import Outcome, SessionState
+from worker.sessions.base import LiveSession, SessionRunner
 
-log = structlog.get_logger("worker.manager")
+log = structlog.get_logger(__name__)
 
 FINISHED_MEMORY = 10_000
+# A stop for a session nobody here runs is kept this long: its worker may have died, and the
+# session may be adopted here before its record's lease runs out.
+UNCLAIMED_STOP_MEMORY_S = 600.0
 
 
 class SessionManager:
@@ -54,6 +61,7 @@ class SessionManager:
         self._on_capacity_change = on_capacity_change
         self._sessions: dict[str, SessionState] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
+        self._unclaimed_stops: OrderedDict[str, float] = OrderedDict()  # id -> when it came
         self._reserved = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -122,16 +130,44 @@ class SessionManager:
     # --- one session ------------------------------------------------------------------------
     async def start(
         self, job: SessionJob, route: EventRoute, *, redelivered: bool = False
-    ) -> Outcome:
+    ) -> JobResult:
         """Run a reserved job up to `ready` (or its end); the session then goes on in a task."""
-        state = SessionState(job, route, is_redelivered=redelivered)
+        state = SessionState(job, route, redelivered=redelivered)
         self._sessions[job.session_id] = state
         self._reserved -= 1
-        outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        outcome: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
         state.task = asyncio.create_task(
             self._lifecycle.run(state, outcome), name=f"session-{job.session_id}"
         )
         return await asyncio.shield(outcome)
+
+    def adopt(self, record: SessionRecord, runner: SessionRunner, live: LiveSession) -> None:
+        """Follow a live session whose worker died (its claim and `record` are this worker's
+        already), to its one outcome, published with the job's metadata, reply_to and correlation id. Adoption
+        does not wait for a free slot: a phoenix_rest session costs a worker next to nothing,
+        and a call must not be cut for want of one."""
+        assert record.job is not None
+        route = EventRoute.from_record(record, worker_id=self.worker_id)
+        route.adopted_from = record.adopted_from
+        state = SessionState(
+            record.job,
+            route,
+            started_at=time.monotonic() - record.age_s,
+            phase=Phase.LIVE,
+            live=live,
+            runner=runner,
+            record=record,
+        )
+        stopped_at = self._unclaimed_stops.pop(record.session_id, None)
+        if stopped_at is not None:
+            state.request_stop("stopped")
+        self._sessions[record.session_id] = state
+        self._idle.clear()
+        log.info("session.adopted", session_id=record.session_id, adopted_from=record.adopted_from)
+        state.task = asyncio.create_task(
+            self._lifecycle.run_adopted(state), name=f"session-{record.session_id}"
+        )
+        self._on_capacity_change()
 
     def abandon(self, session_id: str) -> None:
         """Drop a session whose claim another worker took during a broker outage: that worker
@@ -141,7 +177,7 @@ class SessionManager:
         if state is None:
             return
         log.warning("session.abandoned", session_id=session_id)
-        state.is_abandoned = True
+        state.advance(Phase.ABANDONED)
         state.route.is_silenced = True
         state.request_stop("worker_lost")
 
@@ -149,9 +185,20 @@ class SessionManager:
         """End a session of this worker; False when it is not here (harmless)."""
         state = self._sessions.get(session_id)
         if state is None:
+            self._remember_unclaimed_stop(session_id)
             return False
         state.request_stop(reason)
         return True
+
+    def _remember_unclaimed_stop(self, session_id: str) -> None:
+        now = time.monotonic()
+        self._unclaimed_stops[session_id] = now
+        self._unclaimed_stops.move_to_end(session_id)
+        while self._unclaimed_stops:
+            oldest, at = next(iter(self._unclaimed_stops.items()))
+            if now - at < UNCLAIMED_STOP_MEMORY_S and len(self._unclaimed_stops) <= FINISHED_MEMORY:
+                break
+            del self._unclaimed_stops[oldest]
 
     def _drop(self, state: SessionState) -> None:
         """Take a session that is over out of the registry; remember it when it finished."""

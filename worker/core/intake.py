@@ -15,23 +15,24 @@ from collections.abc import Callable
 from typing import Any
 
 import aio_pika
-import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from worker.broker import (
-    BROKER_ERRORS,
     Broker,
+    BrokerError,
+    broker_errors,
     declare_job_topology,
     declare_retry_queues,
     json_message,
 )
+from worker.choices import AllowedChoices, check_choices
 from worker.contract import InvalidMessage, parse_job
-from worker.events import EventRoute
-from worker.manager import SessionManager
-from worker.session_state import Outcome
+from worker.core.delivery import JobResult, NotNow, Rejected, Settled, delivery_for
+from worker.core.events import EventRoute
+from worker.core.manager import SessionManager
 
-log = structlog.get_logger("worker.intake")
+log = structlog.get_logger(__name__)
 
 ATTEMPT_HEADER = "x-avatar-attempt"
 STARTING_COPY_REQUEUE_S = 1.0
@@ -80,7 +81,9 @@ class Intake:
         worker_id: str,
         is_overloaded: Callable[[], bool] = lambda: False,
         on_dead_letter: Callable[[str], None] = lambda _kind: None,
+        allowed_choices: AllowedChoices | None = None,
     ) -> None:
+        self._allowed_choices = allowed_choices or AllowedChoices()
         self._is_overloaded = is_overloaded
         self._on_dead_letter = on_dead_letter
         self._broker = broker
@@ -119,15 +122,14 @@ class Intake:
             free = 0 if self._is_overloaded() else self._sessions.free
             if self._accepting and free > 0 and self._consumer_tag is None:
                 assert self._channel is not None and self._queue is not None
-                await self._channel.set_qos(prefetch_count=free)
-                self._consumer_tag = await self._queue.consume(self._on_message)
+                with broker_errors("start consuming jobs"):
+                    await self._channel.set_qos(prefetch_count=free)
+                    self._consumer_tag = await self._queue.consume(self._on_message)
                 log.info("intake.consuming", free=free)
             elif (not self._accepting or free == 0) and self._consumer_tag is not None:
                 tag, self._consumer_tag = self._consumer_tag, None
                 assert self._queue is not None
-                with contextlib.suppress(
-                    aiormq.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError
-                ):
+                with contextlib.suppress(BrokerError), broker_errors("stop consuming"):
                     await self._queue.cancel(tag)
                 log.info("intake.paused", free=free, accepting=self._accepting)
 
@@ -138,28 +140,27 @@ class Intake:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         if not self._accepting:
-            await self._settle(message, Outcome("requeue", reason="worker draining"))
+            await self._settle(message, NotNow("worker draining"))
             return
         try:
             job = parse_job(message.body)
+            check_choices(job, self._allowed_choices)  # before anything paid exists
         except InvalidMessage as exc:
             log.warning("intake.invalid_job", reason=exc.reason, session_id=exc.session_id)
-            await self._settle(
-                message, Outcome("dead_letter", reason=exc.reason, dead_letter_kind="invalid_job")
-            )
+            await self._settle(message, Rejected(exc.reason))
             return
         if self._sessions.is_starting(job.session_id):
             # A copy redelivered after an outage while the first is still starting here: the
             # first copy's delivery is gone, so this one must survive until the start settles.
             await asyncio.sleep(STARTING_COPY_REQUEUE_S)
-            await self._settle(message, Outcome("requeue", reason="session still starting"))
+            await self._settle(message, NotNow("session still starting"))
             return
         if self._sessions.is_known(job.session_id):
             log.info("intake.duplicate", session_id=job.session_id)
-            await self._settle(message, Outcome("ack", reason="duplicate"))
+            await self._settle(message, Settled("duplicate"))
             return
         if self._is_overloaded() or not self._sessions.try_reserve():
-            await self._settle(message, Outcome("requeue", reason="worker full"))
+            await self._settle(message, NotNow("worker full"))
             await self.refresh()
             return
         self.capacity_changed()
@@ -170,25 +171,28 @@ class Intake:
             reply_to=message.reply_to,
             correlation_id=message.correlation_id or message.message_id,
         )
-        outcome = await self._sessions.start(job, route, redelivered=bool(message.redelivered))
-        await self._settle(message, outcome)
+        result = await self._sessions.start(job, route, redelivered=bool(message.redelivered))
+        await self._settle(message, result)
 
-    async def _settle(self, message: AbstractIncomingMessage, outcome: Outcome) -> None:
-        """Carry out an outcome on the delivery; a lost channel means RabbitMQ redelivers it."""
+    async def _settle(self, message: AbstractIncomingMessage, result: JobResult) -> None:
+        """Carry out on the delivery what the result calls for; a lost channel means RabbitMQ
+        redelivers it."""
+        delivery = delivery_for(result)
         try:
-            if outcome.action == "ack":
-                await message.ack()
-            elif outcome.action == "requeue":
-                await message.nack(requeue=True)
-            elif outcome.action == "retry":
-                await self._republish_for_retry(message, outcome.delay_s)
-                await message.ack()
-            else:
-                await self._dead_letter(message, outcome.reason)
-                await message.ack()
-                self._on_dead_letter(outcome.dead_letter_kind)
-        except BROKER_ERRORS as exc:
-            log.warning("intake.settle_failed", action=outcome.action, error=type(exc).__name__)
+            with broker_errors(f"{delivery.action} the job"):
+                if delivery.action == "ack":
+                    await message.ack()
+                elif delivery.action == "requeue":
+                    await message.nack(requeue=True)
+                elif delivery.action == "retry":
+                    await self._republish_for_retry(message, delivery.delay_s)
+                    await message.ack()
+                else:
+                    await self._dead_letter(message, delivery.reason)
+                    await message.ack()
+                    self._on_dead_letter(delivery.dead_letter_kind)
+        except BrokerError as exc:
+            log.warning("intake.settle_failed", action=delivery.action, error=str(exc))
 
     async def _republish_for_retry(self, message: AbstractIncomingMessage, delay_s: float) -> None:
         headers = copied_headers(message)
@@ -223,5 +227,5 @@ class Intake:
         for task in list(self._in_flight):
             task.cancel()
         if self._channel is not None and not self._channel.is_closed:
-            with contextlib.suppress(*BROKER_ERRORS):
+            with contextlib.suppress(BrokerError), broker_errors("close the intake channel"):
                 await self._channel.close()

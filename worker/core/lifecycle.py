@@ -1,6 +1,6 @@
 """One session's life on this worker, from its job to its end: admit (claim, mode, dedupe against
 its note and the providers, expiry), provision (with `auto`'s fallback), publish `ready`, follow
-it until it ends. How it ends (outcome, note, release, bookkeeping) is `worker.outcomes`'s job.
+it until it ends. How it ends (outcome, note, release, bookkeeping) is `worker.core.outcomes`'s job.
 """
 
 from __future__ import annotations
@@ -8,28 +8,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
 
 import structlog
 
 from tavus.errors import ProviderError
-from worker.broker import BROKER_ERRORS
-from worker.claims import SessionClaims
+from worker.broker import BrokerError
 from worker.contract import EndReason, EventError
-from worker.events import EventPublisher
+from worker.core.claims import SessionClaims
+from worker.core.delivery import Crashed, JobResult, NotNow, Settled, Started
+from worker.core.events import EventPublisher
+from worker.core.outcomes import SessionOutcomes, describe
+from worker.core.records import SessionRecord
+from worker.core.state import Phase, SessionState, StopDuringStart
 from worker.modes import ModeResolver, Resolution
 from worker.ops.metrics import Metrics
-from worker.outcomes import SessionOutcomes
-from worker.session_state import Outcome, SessionState, StopDuringStart
 from worker.sessions.base import Existing, LiveSession, SessionFailure, SessionRunner
 
-# The logger (and event names) of the time this lived in worker.manager: log queries keep working.
-log = structlog.get_logger("worker.manager")
+log = structlog.get_logger(__name__)
 
 
 class SessionLifecycle:
-    """Runs each session's task: `run` settles its delivery's `Outcome` once it is ready (or
-    over), then follows it to its end."""
+    """Runs each session's task: `run` settles what became of its job (a `JobResult`) once it is
+    ready (or over), then follows it to its end. `run_adopted` follows a live session adopted
+    from a worker that died."""
 
     def __init__(
         self,
@@ -48,7 +49,7 @@ class SessionLifecycle:
         self._metrics = metrics
         self._in_flight_window_s = in_flight_window_s
 
-    async def run(self, state: SessionState, outcome: asyncio.Future[Outcome]) -> None:
+    async def run(self, state: SessionState, outcome: asyncio.Future[JobResult]) -> None:
         job, route = state.job, state.route
         structlog.contextvars.bind_contextvars(session_id=job.session_id, attempt=route.attempt)
         try:
@@ -58,19 +59,15 @@ class SessionLifecycle:
                 await self._outcomes.forget(state)
                 outcome.set_result(result)
                 return
-            outcome.set_result(Outcome("ack"))
+            outcome.set_result(Started())
             await self._follow(state)
         except asyncio.CancelledError:
             if not outcome.done():
-                outcome.set_result(Outcome("requeue", reason="worker stopping"))
+                outcome.set_result(NotNow("worker stopping"))
             raise
         except Exception as exc:  # the task must never die silently: a bug becomes `failed`
             log.exception("session.crashed", error=type(exc).__name__)
-            crash = Outcome(
-                "dead_letter",
-                reason=f"internal error: {type(exc).__name__}",
-                dead_letter_kind="internal",
-            )
+            crash = Crashed(type(exc).__name__)
             try:
                 await self._outcomes.fail(
                     state,
@@ -85,10 +82,35 @@ class SessionLifecycle:
         finally:
             await self._outcomes.forget(state)
 
-    async def _begin(self, state: SessionState) -> Outcome | None:
-        """Admit, provision and publish `ready`; an Outcome when it stops early."""
+    async def run_adopted(self, state: SessionState) -> None:
+        """Follow a live session adopted from a worker that died, to its one outcome."""
+        structlog.contextvars.bind_contextvars(
+            session_id=state.job.session_id, attempt=state.route.attempt, adopted=True
+        )
+        try:
+            if state.stop_reason is not None:  # a stop came while nobody followed it
+                assert state.live is not None
+                await self._outcomes.release(state.live)
+                await self._outcomes.conclude(
+                    state, self._events.ended_event(state.route, state.stop_reason, state.age_s)
+                )
+                return
+            await self._follow(state)
+        except Exception as exc:
+            log.exception("session.crashed", error=type(exc).__name__)
+            await self._outcomes.fail(
+                state,
+                "internal_error",
+                f"the worker hit an internal error ({type(exc).__name__}); see the worker logs",
+                retryable=False,
+            )
+        finally:
+            await self._outcomes.forget(state)
+
+    async def _begin(self, state: SessionState) -> JobResult | None:
+        """Admit, provision and publish `ready`; a JobResult when it stops early."""
         admitted = await self._admit(state)
-        if isinstance(admitted, Outcome):
+        if not isinstance(admitted, tuple):
             return admitted
         resolution, existing = admitted
         job, route, runner = state.job, state.route, resolution.runner
@@ -98,20 +120,20 @@ class SessionLifecycle:
         # the providers, a reaper can find it. `accepted` is confirmed before any later event.
         accepted = asyncio.create_task(self._events.accepted(route))
         try:
-            if not await self._outcomes.noted_before_provisioning(state):
+            if not await self._outcomes.recorded_before_provisioning(state):
                 accepted.cancel()
-                return Outcome("requeue", reason="broker unavailable: no session note")
+                return NotNow("broker unavailable: no session record")
             state.live, fallback_reason = await self._provision(state, resolution, existing)
         except StopDuringStart:
             await accepted
             if state.is_abandoned:
-                return Outcome("requeue", reason="abandoned: another worker owns it")
+                return NotNow("abandoned: another worker owns it")
             await self._outcomes.cleanup(state.runner, job)
             reason = state.stop_reason or "stopped"
             await self._outcomes.conclude(
                 state, self._events.ended_event(route, reason, state.age_s)
             )
-            return Outcome("ack", reason="stopped while starting")
+            return Settled("stopped while starting")
         except (ProviderError, SessionFailure) as exc:
             await accepted
             return await self._outcomes.start_failure(state, state.runner, exc)
@@ -123,6 +145,7 @@ class SessionLifecycle:
                 await accepted
             raise
         await accepted
+        state.advance(Phase.LIVE)
         ready = state.live.ready
         if self._metrics is not None:
             self._metrics.observe_ready_latency(
@@ -136,40 +159,41 @@ class SessionLifecycle:
             conversation_url=ready.conversation_url,
             fallback_reason=fallback_reason,
         )
+        await self._outcomes.record_ready(state)
         return None
 
-    async def _admit(self, state: SessionState) -> Outcome | tuple[Resolution, Existing | None]:
+    async def _admit(self, state: SessionState) -> JobResult | tuple[Resolution, Existing | None]:
         """Claim, resolve the mode, dedupe and check expiry: what is known before `accepted`."""
         job, route = state.job, state.route
         try:
             if not await self._claims.claim(job.session_id):
                 log.info("session.duplicate_live_elsewhere")
-                return Outcome("ack", reason="duplicate: live on another worker")
-        except BROKER_ERRORS as exc:  # nothing started: RabbitMQ gives the job back
-            log.warning("session.broker_unavailable", error=type(exc).__name__)
-            return Outcome("requeue", reason="broker unavailable")
+                return Settled("duplicate: live on another worker")
+        except BrokerError as exc:  # nothing started: RabbitMQ gives the job back
+            log.warning("session.broker_unavailable", error=str(exc))
+            return NotNow("broker unavailable")
         try:
             resolution = self._modes.resolve(job.mode)
         except SessionFailure as exc:
-            state.is_finished = True
+            state.advance(Phase.CONCLUDED)
             await self._events.failed(
                 route, EventError(code=exc.code, message=exc.message, retryable=False)
             )
-            return Outcome("ack", reason=exc.code)
+            return Settled(exc.code)
         route.mode = resolution.mode
         structlog.contextvars.bind_contextvars(mode=resolution.mode)
-        record = await self._outcomes.read_record(job.session_id)
-        state.had_record = record is not None
-        if record is not None and (record.get("finished") or record.get("outcome")):
-            # An outcome in the note: a worker decided it and published it or died trying (then
-            # a reaper republishes it when the note's lease runs out).
-            state.is_finished = True
+        record = await self._outcomes.open_record(job.session_id)
+        state.earlier_record = record
+        if record is not None and record.is_concluded:
+            # An outcome in the record: a worker decided it and published it or died trying
+            # (then a reaper republishes it when the record's lease runs out).
+            state.advance(Phase.CONCLUDED)
             log.info("session.duplicate_finished", source="record")
-            return Outcome("ack", reason="duplicate: session already finished")
-        if record is None and not state.is_redelivered:
-            # A first delivery with no note on the broker: no worker ever got to create anything
-            # for it (the note is written before any conversation can exist, and a copy taken by
-            # a worker that died comes back redelivered), so there is nothing to look up.
+            return Settled("duplicate: session already finished")
+        if record is None and not state.redelivered:
+            # A first delivery with no record on the broker: no worker ever got to create
+            # anything for it (the record is written before any conversation can exist, and a
+            # copy taken by a worker that died comes back redelivered): nothing to look up.
             existing = None
         else:
             try:
@@ -177,22 +201,22 @@ class SessionLifecycle:
             except ProviderError as exc:
                 return await self._outcomes.start_failure(state, resolution.runner, exc)
         if existing is not None and existing.finished:
-            state.is_finished = True
+            state.advance(Phase.CONCLUDED)
             log.info("session.duplicate_finished")
-            return Outcome("ack", reason="duplicate: session already finished")
+            return Settled("duplicate: session already finished")
         if job.not_after is not None and job.is_expired():
-            state.is_finished = True
+            state.advance(Phase.CONCLUDED)
             await self._events.expired(route, job.not_after)
-            return Outcome("ack", reason="expired")
+            return Settled("expired")
         return resolution, existing
 
     async def _lookup(
-        self, state: SessionState, resolution: Resolution, record: dict[str, Any] | None
+        self, state: SessionState, resolution: Resolution, record: SessionRecord | None
     ) -> Existing | None:
         existing = await resolution.runner.lookup(state.job)
         if (
             existing is None
-            and state.is_redelivered
+            and state.redelivered
             and await self._may_have_create_in_flight(state, record)
         ):
             existing = await resolution.runner.lookup(state.job)
@@ -235,7 +259,7 @@ class SessionLifecycle:
         try:
             live = await start
         except (asyncio.CancelledError, ProviderError, SessionFailure) as exc:
-            log.info("session.start_interrupted", error=type(exc).__name__)
+            log.info("session.start_interrupted", error=describe(exc))
         else:
             if state.is_abandoned:
                 await live.abandon()
@@ -282,7 +306,7 @@ class SessionLifecycle:
         )
 
     async def _may_have_create_in_flight(
-        self, state: SessionState, record: dict[str, Any] | None
+        self, state: SessionState, record: SessionRecord | None
     ) -> bool:
         """For a job redelivered after its worker vanished mid-start: wait until a provider call
         that worker left in flight can no longer land, so the session is adopted, not doubled.
@@ -290,9 +314,9 @@ class SessionLifecycle:
         True when it waited (look again). A retry (a later attempt) never waits: its previous
         attempt cleaned up after itself.
         """
-        if record is None or int(record.get("attempt") or 0) != state.route.attempt:
+        if record is None or record.attempt != state.route.attempt:
             return False
-        remaining_s = float(record.get("started_at") or 0) + self._in_flight_window_s - time.time()
+        remaining_s = record.started_at + self._in_flight_window_s - time.time()
         if remaining_s <= 0:
             return False
         log.info("session.waiting_for_in_flight_start", wait_s=round(remaining_s, 2))

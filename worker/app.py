@@ -34,7 +34,7 @@ from worker.ops.status import StatusServer
 from worker.sessions.base import SessionRunner
 from worker.sessions.monitor import ConversationMonitor
 from worker.sessions.phoenix import PhoenixRunner
-from worker.settings import Settings
+from worker.settings import Settings, StartupError
 from worker.view import AppView
 
 log = structlog.get_logger(__name__)
@@ -293,7 +293,15 @@ class WorkerApp:
                 s.worker_status_port,
                 reconnect_budget_s=s.worker_broker_reconnect_budget_s,
             )
-            await self.status.start()
+            try:
+                await self.status.start()
+            except OSError as exc:
+                raise StartupError(
+                    f"WORKER_STATUS_PORT={s.worker_status_port} cannot be used on "
+                    f"{s.worker_status_host} ({exc.strerror or exc}): another process (a second "
+                    "worker?) holds it; set WORKER_STATUS_PORT to a free port, or 0 for any free "
+                    "port, or WORKER_STATUS_ENABLED=false"
+                ) from None
             stack.push_async_callback(self.status.aclose)
 
     def capacity_changed(self) -> None:

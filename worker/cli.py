@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from worker.broker import BrokerUnavailable
 from worker.contract import PipelineChoices, SessionJob, describe_validation_error, json_schemas
+from worker.settings import StartupError, load_settings
 
 PIPELINE_CHOICES = tuple(PipelineChoices.model_fields)  # enqueue --tts-voice, --llm-model, ...
 
@@ -129,9 +130,8 @@ async def _enqueue(args: argparse.Namespace) -> int:
     from worker.amqp_connection import CONNECT_TIMEOUT_S, connect_any
     from worker.broker import Topology
     from worker.producer import publish_session_job
-    from worker.settings import Settings
 
-    settings = Settings()
+    settings = load_settings()
     job = _job_from_args(args)
     topo = Topology.from_settings(settings)
     async with await connect_any(settings.amqp_nodes(), timeout_s=CONNECT_TIMEOUT_S) as connection:
@@ -174,9 +174,8 @@ async def _stop(args: argparse.Namespace) -> int:
     from worker.amqp_connection import CONNECT_TIMEOUT_S, connect_any
     from worker.broker import Topology
     from worker.client_tools import send_stop
-    from worker.settings import Settings
 
-    settings = Settings()
+    settings = load_settings()
     async with await connect_any(settings.amqp_nodes(), timeout_s=CONNECT_TIMEOUT_S) as connection:
         await send_stop(
             await connection.channel(),
@@ -191,18 +190,16 @@ async def _stop(args: argparse.Namespace) -> int:
 async def _admin(args: argparse.Namespace) -> int:
     from worker.admin import run_admin
     from worker.app import build_tavus_client
-    from worker.settings import Settings
 
-    client = build_tavus_client(Settings())
+    client = build_tavus_client(load_settings())
     async with client:
         return await run_admin(args, client, sys.stdout)
 
 
 def _run(args: argparse.Namespace) -> int:
     from worker.logs import configure_logging
-    from worker.settings import Settings
 
-    settings = Settings()
+    settings = load_settings()
     # Commands that print for a person keep the worker's own lines to warnings unless asked.
     quiet = args.command in (
         "demo",
@@ -265,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return _run(args)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 78  # EX_CONFIG
     except ValidationError as exc:
         if exc.title == "Settings":  # a bad environment variable, not a bad job
             from worker.settings import describe_settings_error
@@ -276,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokerUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 69  # EX_UNAVAILABLE
+
     except KeyboardInterrupt:
         return 130
 

@@ -181,6 +181,21 @@ class Settings(BaseSettings):
         return self.amqp_nodes().display
 
 
+class StartupError(Exception):
+    """The worker cannot start as configured; the message is one line naming the setting."""
+
+
+def load_settings(env_file: str = ".env") -> Settings:
+    """The settings from the environment and `env_file`; an unreadable file is a StartupError."""
+    try:
+        return Settings(_env_file=env_file)
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)[:120]
+        raise StartupError(
+            f"{env_file} cannot be read ({type(exc).__name__}: {why}); fix it or remove it"
+        ) from None
+
+
 def describe_settings_error(exc: ValidationError, limit: int = 3) -> str:
     """One line naming each bad setting by its environment variable, never its value."""
     parts = []

@@ -179,6 +179,7 @@ class WorkerApp:
                 is_overloaded=lambda: self.is_overloaded,
                 on_dead_letter=self.metrics.dead_lettered,  # type: ignore[arg-type]
                 allowed_choices=AllowedChoices.from_settings(s),
+                default_max_duration_s=s.worker_default_max_duration_s,
             )
             stack.push_async_callback(self.intake.aclose)
             await ControlListener(self.broker, self.sessions, s.worker_id).start()

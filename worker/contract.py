@@ -24,6 +24,7 @@ MAX_JOB_BYTES = 64 * 1024
 MAX_METADATA_BYTES = 8 * 1024
 MAX_METADATA_DEPTH = 32
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+DEFAULT_MAX_DURATION_S = 1800
 
 Mode = Literal["auto", "pipecat_daily", "phoenix_rest"]
 ResolvedMode = Literal["pipecat_daily", "phoenix_rest"]
@@ -87,7 +88,14 @@ class SessionJob(_Strict):
     conversational_context: str | None = Field(default=None, max_length=32_000)
     custom_greeting: str | None = Field(default=None, max_length=2_000)
     language: str | None = Field(default=None, min_length=1, max_length=64)
-    max_duration_s: int = Field(default=1800, ge=60, le=14400, strict=True)
+    # Absent: the worker's WORKER_DEFAULT_MAX_DURATION_S (`with_worker_defaults`, at intake).
+    max_duration_s: int = Field(
+        default=DEFAULT_MAX_DURATION_S,
+        ge=60,
+        le=14400,
+        strict=True,
+        description="seconds; absent: the worker's WORKER_DEFAULT_MAX_DURATION_S (default 1800)",
+    )
     participant_left_timeout_s: int | None = Field(default=None, ge=0, le=14400, strict=True)
     user_name: str | None = Field(default=None, min_length=1, max_length=200)
     not_after: AwareDatetime | None = None
@@ -114,6 +122,16 @@ class SessionJob(_Strict):
         if len(encoded) > MAX_METADATA_BYTES:
             raise ValueError(f"is {len(encoded)} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
         return value
+
+    def with_worker_defaults(self, *, max_duration_s: int) -> SessionJob:
+        """This job with the worker's defaults for the fields its producer left out."""
+        if "max_duration_s" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"max_duration_s": max_duration_s})
+
+    def to_body(self) -> bytes:
+        """The job as a producer sends it: fields left out stay out (the worker fills them)."""
+        return self.model_dump_json(exclude_none=True, exclude_unset=True).encode()
 
     def is_expired(self, now: datetime | None = None) -> bool:
         """True when the job waited past its ``not_after``."""

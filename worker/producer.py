@@ -31,7 +31,7 @@ async def publish_session_job(
         await declare_job_topology(channel, topo)
     exchange = await channel.get_exchange(topo.jobs_exchange, ensure=False)
     message_id = uuid.uuid4().hex
-    body = model.model_dump_json(exclude_none=True, exclude_defaults=False).encode()
+    body = model.to_body()
     await exchange.publish(
         json_message(
             body,

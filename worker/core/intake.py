@@ -27,7 +27,7 @@ from worker.broker import (
     json_message,
 )
 from worker.choices import AllowedChoices, check_choices
-from worker.contract import InvalidMessage, parse_job
+from worker.contract import DEFAULT_MAX_DURATION_S, InvalidMessage, parse_job
 from worker.core.delivery import JobResult, NotNow, Rejected, Settled, delivery_for
 from worker.core.events import EventRoute
 from worker.core.manager import SessionManager
@@ -82,7 +82,9 @@ class Intake:
         is_overloaded: Callable[[], bool] = lambda: False,
         on_dead_letter: Callable[[str], None] = lambda _kind: None,
         allowed_choices: AllowedChoices | None = None,
+        default_max_duration_s: int = DEFAULT_MAX_DURATION_S,
     ) -> None:
+        self._default_max_duration_s = default_max_duration_s
         self._allowed_choices = allowed_choices or AllowedChoices()
         self._is_overloaded = is_overloaded
         self._on_dead_letter = on_dead_letter
@@ -143,7 +145,9 @@ class Intake:
             await self._settle(message, NotNow("worker draining"))
             return
         try:
-            job = parse_job(message.body)
+            job = parse_job(message.body).with_worker_defaults(
+                max_duration_s=self._default_max_duration_s
+            )
             check_choices(job, self._allowed_choices)  # before anything paid exists
         except InvalidMessage as exc:
             log.warning("intake.invalid_job", reason=exc.reason, session_id=exc.session_id)

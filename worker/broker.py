@@ -131,6 +131,17 @@ class Topology:
         """Where a session record lands when its lease runs out (the reapers consume it)."""
         return f"{self.jobs_queue}.lost"
 
+    def persona_lock_queue(self, definition_key: str) -> str:
+        """Held (exclusive) by the one worker finding or creating a persona definition."""
+        return f"{self.jobs_queue}.persona.{definition_key}"
+
+    def is_own_queue(self, name: str) -> bool:
+        """True for a queue the worker itself uses (the job, dead-letter, retry, claim, record,
+        lost, persona lock and control queues): no producer's reply_to may name one."""
+        return name in (self.jobs_queue, self.dead_letter_queue) or name.startswith(
+            (f"{self.jobs_queue}.", f"{self.dead_letter_queue}.", f"{self.control_exchange}.")
+        )
+
 
 JOB_QUEUE_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum", "x-delivery-limit": 20}
 

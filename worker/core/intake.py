@@ -149,6 +149,12 @@ class Intake:
                 max_duration_s=self._default_max_duration_s
             )
             check_choices(job, self._allowed_choices)  # before anything paid exists
+            if message.reply_to and self._broker.topo.is_own_queue(message.reply_to):
+                raise InvalidMessage(
+                    f"reply_to {message.reply_to[:200]!r} names one of the worker's own queues; "
+                    "events go to a queue of the producer's",
+                    session_id=job.session_id,
+                )
         except InvalidMessage as exc:
             log.warning("intake.invalid_job", reason=exc.reason, session_id=exc.session_id)
             await self._settle(message, Rejected(exc.reason))

@@ -148,15 +148,23 @@ rabbitmq4_pass() {
   for arg in "$@"; do case "$arg" in -*) ;; *) return 0 ;; esac; done
   [ "${AVATAR_TEST_RABBITMQ4:-1}" = 0 ] && return 0
   local tests=(tests/worker/test_contract.py tests/worker/test_intake.py tests/reliability)
+  local cluster=()
+  # The cluster tests too, on a RabbitMQ 4 cluster in containers, once their conftest takes its
+  # cluster script from AVATAR_CLUSTER_SCRIPT (scripts/docker-cluster.sh has cluster.sh's commands).
+  if grep -q AVATAR_CLUSTER_SCRIPT "$AW_ROOT/tests/cluster/conftest.py" 2>/dev/null; then
+    tests+=(tests/cluster)
+    cluster=(AVATAR_CLUSTER_SCRIPT="$AW_ROOT/scripts/docker-cluster.sh"
+             AVATAR_CLUSTER_IMAGE="$AW_IMAGE_RABBITMQ4")
+  fi
   echo "--- the broker-facing tests against RabbitMQ 4 ($AW_IMAGE_RABBITMQ4) ---" >&2
   if ! docker_answers; then
     echo "error: the RabbitMQ 4 pass needs Docker, which does not answer (see above)" >&2
     return 1
   fi
   # The broker is this pass's own container, so the test that restarts it may run.
-  (cd "$AW_ROOT" && env -u AMQP_URL AVATAR_TEST_RABBITMQ_IMAGE="$AW_IMAGE_RABBITMQ4" \
-    AVATAR_TEST_RABBITMQ_MAJOR=4 RELIABILITY_BROKER_RESTART=1 \
-    "$AW_ROOT/.venv/bin/pytest" "$@" "${tests[@]}")
+  (cd "$AW_ROOT" && env -u AMQP_URL -u AVATAR_CLUSTER_URLS "${cluster[@]}" \
+    AVATAR_TEST_RABBITMQ_IMAGE="$AW_IMAGE_RABBITMQ4" AVATAR_TEST_RABBITMQ_MAJOR=4 \
+    RELIABILITY_BROKER_RESTART=1 "$AW_ROOT/.venv/bin/pytest" "$@" "${tests[@]}")
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

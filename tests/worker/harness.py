@@ -19,6 +19,7 @@ import aio_pika
 from pydantic import SecretStr
 
 from tavus.sim import Simulator
+from worker.amqp_connection import connect_any
 from worker.app import WorkerApp
 from worker.broker import QUORUM, Topology
 from worker.client_tools import send_stop
@@ -90,13 +91,20 @@ class Harness:
         values.update(overrides)
         return Settings(_env_file=None, **values)
 
-    async def start(self) -> None:
-        self.connection = await aio_pika.connect_robust(self.url)
+    async def start(self, *, durable_tap: bool = False) -> None:
+        """Connect and listen to every event. `durable_tap`: through a quorum queue, so that no
+        event is lost while the harness's own node is away (tests on a cluster)."""
+        self.connection = await connect_any(self.url, timeout_s=30.0)
         channel = await self.connection.channel()
         exchange = await channel.declare_exchange(
             self.topo.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        if durable_tap:
+            queue = await channel.declare_queue(
+                f"{self.prefix}.tap", durable=True, arguments=QUORUM
+            )
+        else:
+            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(exchange, "#")
         await queue.consume(self._on_event, no_ack=True)
 
@@ -294,6 +302,7 @@ class Harness:
             channel = await self.connection.channel()
             topo = self.topo
             for queue in (
+                f"{self.prefix}.tap",
                 topo.jobs_queue,
                 topo.dead_letter_queue,
                 topo.lost_queue,

@@ -1,5 +1,6 @@
 """Logging: structlog everywhere (JSON when not a TTY), stdlib and Pipecat's loguru routed into it,
-and a processor that redacts every configured secret from every line.
+and a processor that redacts every configured secret from every line. A library's record gets a
+static event (`lib.aiormq`) with its text as `message`.
 """
 
 from __future__ import annotations
@@ -55,6 +56,20 @@ class SecretRedactor:
 
 
 REDACTOR = SecretRedactor()
+OWN_PACKAGES = ("worker", "tavus", "pipelines", "tests")
+
+
+def name_foreign_event(
+    _logger: object, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A library's stdlib record gets a static event, `lib.<package>` (`lib.aiormq`), with its
+    formatted message as the `message` field: a log pipeline can group and count by event."""
+    record = event_dict.get("_record")
+    package = record.name.split(".")[0] if isinstance(record, logging.LogRecord) else ""
+    if package and package not in OWN_PACKAGES:
+        event_dict["message"] = event_dict.get("event")
+        event_dict["event"] = f"lib.{package}"
+    return event_dict
 
 
 def configure_logging(
@@ -96,7 +111,7 @@ def configure_logging(
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-            foreign_pre_chain=shared,
+            foreign_pre_chain=[name_foreign_event, *shared],
         )
     )
     root = logging.getLogger()

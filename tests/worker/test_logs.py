@@ -64,3 +64,64 @@ def test_session_fields_are_bound_on_every_line(stream: io.StringIO) -> None:
     finally:
         structlog.contextvars.clear_contextvars()
     assert [(r["session_id"], r["attempt"]) for r in lines(stream)] == [("s-1", 2), ("s-1", 2)]
+
+
+def test_library_records_get_a_static_event_with_their_message_as_a_field(
+    stream: io.StringIO,
+) -> None:
+    """An aiormq or asyncio record is event `lib.aiormq` / `lib.asyncio`, its text in `message`,
+    so a log pipeline can count them by event."""
+    logging.getLogger("aiormq.connection").warning(
+        'Connection attempt to "amqp://guest:%s@h/" failed. Reconnecting after 5 seconds.', SECRET
+    )
+    logging.getLogger("asyncio").error("Task was destroyed but it is pending!")
+    first, second = lines(stream)
+    assert first["event"] == "lib.aiormq" and first["logger"] == "aiormq.connection"
+    assert first["message"] == (
+        'Connection attempt to "amqp://guest:***@h/" failed. Reconnecting after 5 seconds.'
+    )
+    assert (second["event"], second["message"]) == (
+        "lib.asyncio",
+        "Task was destroyed but it is pending!",
+    )
+
+
+async def test_a_session_process_line_is_forwarded_as_a_record_with_its_fields(
+    stream: io.StringIO,
+) -> None:
+    """A child's JSON log line comes out as one record with the child's event and fields (not
+    JSON inside JSON); a stray print is a `child.output` record; secrets are ***."""
+    import asyncio
+
+    from worker.logs import REDACTOR
+    from worker.pool.childlog import forward_stderr
+
+    child = asyncio.StreamReader()
+    child.feed_data(
+        json.dumps(
+            {
+                "event": "pipeline.started",
+                "level": "warning",
+                "logger": "pipelines.session",
+                "timestamp": "2026-01-01T00:00:00Z",
+                "session_id": "s-9",
+                "frames": 3,
+                "args": f"key={SECRET}",
+            }
+        ).encode()
+        + b"\nstray print from a library\n"
+    )
+    child.feed_eof()
+    await forward_stderr(child, 4242, REDACTOR.redact)
+    forwarded, stray = [r for r in lines(stream) if r["logger"] == "worker.child"]
+    assert forwarded["event"] == "pipeline.started" and forwarded["level"] == "warning"
+    assert forwarded["logger"] == "worker.child"
+    assert forwarded["child_logger"] == "pipelines.session"
+    assert (forwarded["child_pid"], forwarded["session_id"], forwarded["frames"]) == (
+        4242,
+        "s-9",
+        3,
+    )
+    assert forwarded["child_args"] == "key=***"
+    assert stray["event"] == "child.output" and stray["line"] == "stray print from a library"
+    assert SECRET not in stream.getvalue()

@@ -242,7 +242,7 @@ async def test_secrets_never_appear_in_forwarded_logs_argv_or_env(
         child.stop("test")
         await child.wait_outcome()
         await child.wait_exited(10.0)
-    lines = [r.getMessage() for r in caplog.records if r.name == "worker.child"]
+    lines = [f"{r.getMessage()} {r.__dict__}" for r in caplog.records if r.name == "worker.child"]
     leaks = [line for line in lines if "key=" in line or "using key" in line]
     assert len(leaks) >= 3 * 4, "the leaky hook's lines were forwarded"
     assert all("***" in line for line in leaks)

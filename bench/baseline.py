@@ -9,9 +9,13 @@ Two variants, both measured by bench/run.py in the same run:
   cross-worker guarantees; the gap to it is the price of those guarantees plus the worker's own.
 - `BASELINE_GUARANTEES=1`: the same broker bookkeeping the worker needs for the contract's
   guarantees, written bare: the session's claim (an exclusive queue; a copy held elsewhere is
-  acked and skipped), its durable record queue (read for a finished note) and the leased note in
-  it before the conversation is created. No validation, logging, metrics, retries or following:
-  the gap to it is the worker's own overhead.
+  acked and skipped), its record queue (a quorum queue declared with the worker's own arguments,
+  read for a finished record), the leased record in it before the conversation is created, and
+  the record replaced by one naming the conversation after `ready` (what lets another worker
+  adopt the session). No validation, logging, metrics, retries or following: the gap to it is the
+  worker's own overhead.
+
+AMQP_URL may list a cluster's nodes, comma-separated, as the worker's does.
 
 Configured by environment (see `main`); prints "intake.consuming" to stderr once it consumes.
 """
@@ -22,16 +26,30 @@ import asyncio
 import json
 import os
 import sys
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
 import httpx
 
+from worker.amqp_connection import connect_any
+from worker.broker import QUORUM, dead_lettering_to
+from worker.core.records import LOOKS_ALLOWED, MAX_RECORDS_AHEAD, RECORD_EXPIRES_S
+
 PAGE = 100
 ENDED_PAGES = 10
-RECORD_EXPIRES_MS = (14400 + 3600) * 1000  # as worker.core.records
 LEASE_S = 60
+
+
+def record_arguments(jobs_queue: str) -> dict[str, Any]:
+    """The record queue's arguments, as worker.core.records.SessionRecords.arguments()."""
+    return {
+        **QUORUM,
+        "x-expires": RECORD_EXPIRES_S * 1000,
+        "x-delivery-limit": LOOKS_ALLOWED,
+        **dead_lettering_to("", f"{jobs_queue}.lost"),
+    }
 
 
 class Baseline:
@@ -144,8 +162,9 @@ class Baseline:
             await message.ack()
             return
         await self.publish(message, {**common, "status": "accepted", "at": now()})
+        note = {**common, "reply_to": message.reply_to, "job": job}
         if self.guarantees:
-            await self.write_note(sid, {**common, "reply_to": message.reply_to})
+            await self.write_note(sid, note)
         reply = await self.http.post(
             "/conversations",
             json={
@@ -169,6 +188,9 @@ class Baseline:
                 "fallback_reason": None,
             },
         )
+        if self.guarantees:
+            conversation_id = conversation["conversation_id"]
+            await self.replace_note(sid, {**note, "conversation_id": conversation_id})
         await message.ack()
 
     async def claim_and_read(self, sid: str) -> tuple[bool, bool, bool]:
@@ -186,11 +208,7 @@ class Baseline:
         record = await self.bookkeeping.declare_queue(
             f"{self.jobs_queue}.record.{sid}",
             durable=True,
-            arguments={
-                "x-expires": RECORD_EXPIRES_MS,
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": f"{self.jobs_queue}.lost",
-            },
+            arguments=record_arguments(self.jobs_queue),
             robust=False,
         )
         if not record.declaration_result.message_count:
@@ -201,16 +219,35 @@ class Baseline:
         await note.nack(requeue=True)
         return True, True, bool(json.loads(note.body).get("finished"))
 
-    async def write_note(self, sid: str, note: dict[str, Any]) -> None:
+    async def write_note(self, sid: str, note: dict[str, Any]) -> str:
+        """Publish the leased record (confirmed); returns its message id."""
         assert self.bookkeeping is not None
-        await self.bookkeeping.default_exchange.publish(
-            aio_pika.Message(
-                json.dumps(note).encode(),
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                expiration=LEASE_S,
-            ),
-            routing_key=f"{self.jobs_queue}.record.{sid}",
+        message = aio_pika.Message(
+            json.dumps(note).encode(),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            expiration=LEASE_S,
+            message_id=uuid.uuid4().hex,
         )
+        await self.bookkeeping.default_exchange.publish(
+            message, routing_key=f"{self.jobs_queue}.record.{sid}"
+        )
+        assert message.message_id is not None
+        return message.message_id
+
+    async def replace_note(self, sid: str, note: dict[str, Any]) -> None:
+        """As the worker's record replace: the new record first, then the ones ahead taken off
+        and the new one given back."""
+        assert self.bookkeeping is not None
+        written = await self.write_note(sid, note)
+        queue = await self.bookkeeping.get_queue(f"{self.jobs_queue}.record.{sid}", ensure=False)
+        for _ in range(MAX_RECORDS_AHEAD + 1):
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            if message.message_id == written:
+                await message.nack(requeue=True)
+                break
+            await message.ack()
 
 
 def now() -> str:
@@ -219,7 +256,7 @@ def now() -> str:
 
 async def main() -> None:
     env = os.environ
-    connection = await aio_pika.connect_robust(env["AMQP_URL"])
+    connection = await connect_any(env["AMQP_URL"], timeout_s=30)
     channel = await connection.channel(publisher_confirms=True)
     await channel.set_qos(prefetch_count=int(env.get("WORKER_MAX_SESSIONS", "10")))
     events = await channel.declare_exchange(

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -27,9 +28,14 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from worker.amqp_connection import MultiNodeConnection, connect_any  # noqa: E402
+from worker.amqp_nodes import AmqpNodes  # noqa: E402
 from worker.broker import Topology, declare_job_topology  # noqa: E402
 
+# The broker the phases use: one node, or a cluster's nodes comma-separated (`use_cluster`).
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+CLUSTER_SCRIPT = REPO / "scripts" / "cluster.sh"
+RABBITMQCTL: list[str] = ["rabbitmqctl"]  # lists queues for `sweep_leftovers`
 TAVUS_KEY = "sim-tavus-key"
 DAILY_KEY = "sim-daily-key"
 REPLICA = "r90bbd427f71"
@@ -73,14 +79,53 @@ def children_of(pid: int) -> list[int]:
 
 
 def broker_pid() -> int | None:
-    """The local RabbitMQ's beam.smp (None when the broker is elsewhere or not visible)."""
+    """The beam.smp of AMQP_URL's first node, when it runs on this machine (else None)."""
+    pids = broker_pids()
+    return pids[0] if pids else None
+
+
+def broker_pids(url: str | None = None) -> list[int]:
+    """The local beam.smp of each node of `url` (default AMQP_URL) that runs here and is up: the
+    process that holds the node's listening AMQP socket. Several RabbitMQ nodes may run on this
+    machine (a single broker beside a cluster's nodes), so the port, not the name, decides."""
+    pids = []
+    for node in AmqpNodes.parse(url or AMQP_URL):
+        inodes = _listening_inodes(node.port)
+        pid = _socket_owner(inodes) if inodes else None
+        if pid is not None:
+            pids.append(pid)
+    return pids
+
+
+def broker_cpu_s(url: str | None = None) -> float:
+    """CPU seconds so far of every local node of `url` (NaN when none runs here)."""
+    pids = broker_pids(url)
+    return sum(cpu_s(p) for p in pids) if pids else math.nan
+
+
+def _listening_inodes(port: int) -> set[str]:
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    found.add(cols[9])
+    return found
+
+
+def _socket_owner(inodes: set[str]) -> int | None:
+    links = {f"socket:[{inode}]" for inode in inodes}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         with contextlib.suppress(OSError):
-            cmdline = (proc / "cmdline").read_bytes()
-            if b"beam.smp" in cmdline and b"rabbit" in cmdline and b"boot" in cmdline:
-                return int(proc.name)
+            if b"beam.smp" not in (proc / "cmdline").read_bytes():
+                continue
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in links:
+                        return int(proc.name)
     return None
 
 
@@ -91,6 +136,28 @@ def machine() -> dict[str, str]:
             model = line.split(":", 1)[1].strip()
             break
     return {"nproc": str(os.cpu_count()), "cpu": model, "load": f"{os.getloadavg()[0]:.2f}"}
+
+
+# --- the broker ---------------------------------------------------------------------------------
+def cluster_urls() -> str:
+    """The local 3-node cluster's AMQP_URL list (`scripts/cluster.sh urls`)."""
+    done = subprocess.run(
+        [str(CLUSTER_SCRIPT), "urls"], capture_output=True, text=True, check=True, timeout=60
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+def use_cluster() -> str:
+    """Point every phase (and the workers and baselines they start) at the local cluster."""
+    global AMQP_URL
+    AMQP_URL = cluster_urls()
+    RABBITMQCTL[:] = [str(CLUSTER_SCRIPT), "ctl", "1"]
+    return AMQP_URL
+
+
+async def connect(url: str | None = None, timeout_s: float = 30) -> MultiNodeConnection:
+    """A robust connection to `url` (default AMQP_URL): one node or a list, as the worker's."""
+    return await connect_any(url or AMQP_URL, timeout_s=timeout_s)
 
 
 # --- the simulator ------------------------------------------------------------------------------
@@ -449,12 +516,12 @@ async def delete_topology(
 async def sweep_leftovers(connection: aio_pika.abc.AbstractRobustConnection, prefix: str) -> int:
     """Delete queues and exchanges named `prefix*` that a phase could not (e.g. declared by a worker after its
     phase's clean-up). Needs a local `rabbitmqctl`; without it, nothing is swept."""
-    if shutil.which("rabbitmqctl") is None:
+    if shutil.which(RABBITMQCTL[0]) is None:
         return 0
     swept = 0
     for kind in ("queues", "exchanges"):
         lister = await asyncio.create_subprocess_exec(
-            "rabbitmqctl", f"list_{kind}", "-q", "--no-table-headers", "name",
+            *RABBITMQCTL, f"list_{kind}", "-q", "--no-table-headers", "name",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         out, _ = await asyncio.wait_for(lister.communicate(), 60)

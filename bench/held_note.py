@@ -20,13 +20,17 @@ import aio_pika
 import aiormq
 from benchlib import AMQP_URL
 
+from worker.amqp_nodes import AmqpNodes
+
+NODE_URL = AmqpNodes.parse(AMQP_URL)[0].url  # one node: the checks are about one connection's death
+
 
 async def main() -> int:
     run = uuid.uuid4().hex[:6]
     lost, record = f"held{run}.lost", f"held{run}.record"
-    admin = await aio_pika.connect(AMQP_URL)
-    other = await aio_pika.connect(AMQP_URL)
-    owner = await aio_pika.connect(AMQP_URL)
+    admin = await aio_pika.connect(NODE_URL)
+    other = await aio_pika.connect(NODE_URL)
+    owner = await aio_pika.connect(NODE_URL)
     failures = []
     try:
         admin_channel = await admin.channel()

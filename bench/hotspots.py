@@ -19,15 +19,14 @@ import sys
 import uuid
 from pathlib import Path
 
-import aio_pika
 from benchlib import (
-    AMQP_URL,
     PIPECAT_SETTINGS,
     REPO,
     Producer,
     SimProcess,
     WorkerProcess,
     children_of,
+    connect,
     cpu_s,
     delete_topology,
     new_topology,
@@ -55,7 +54,7 @@ OURS = ("(worker/", "(tavus/", "(pipelines/", "(bench/")
 async def profile(args: argparse.Namespace) -> Path:
     sim = SimProcess()
     await sim.start()
-    connection = await aio_pika.connect_robust(AMQP_URL)
+    connection = await connect()
     topo = new_topology(uuid.uuid4().hex[:6], "profile")
     if args.history:
         await sim.seed_ended(args.history)
@@ -90,7 +89,7 @@ async def profile_child(args: argparse.Namespace) -> Path:
     """py-spy on each pipecat_daily session process from its start command to `ready`."""
     sim = SimProcess()
     await sim.start()
-    connection = await aio_pika.connect_robust(AMQP_URL)
+    connection = await connect()
     topo = new_topology(uuid.uuid4().hex[:6], "profile")
     producer = Producer(connection, topo)
     await producer.start()

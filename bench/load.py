@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 from benchlib import (
     Producer,
     WorkerProcess,
-    broker_pid,
+    broker_cpu_s,
     cpu_s,
     delete_topology,
     rss_mb,
@@ -76,8 +75,8 @@ async def burst(
 
 
 def _broker_cpu_s() -> float:
-    pid = broker_pid()
-    return cpu_s(pid) if pid is not None else math.nan
+    """Every node's CPU: on a cluster, each start costs the replicas too."""
+    return broker_cpu_s()
 
 
 async def intake_throughput(b: Bench) -> None:

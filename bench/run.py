@@ -4,9 +4,15 @@ sessions, footprint and scale-out. Prints a table and writes docs/benchmarks.md.
 
     .venv/bin/python bench/run.py [--quick] [--only SECTION ...] [--no-write]
 
-Needs a RabbitMQ at AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/); the simulator, the
-workers and the baseline run as separate processes on this machine. Broker names are unique per
-run (`bench<id>.*`) and deleted afterwards.
+Needs a RabbitMQ at AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/; a cluster's nodes may be
+listed, comma-separated); the simulator, the workers and the baseline run as separate processes on
+this machine. Broker names are unique per run (`bench<id>.*`) and deleted afterwards.
+
+    .venv/bin/python bench/run.py --cluster
+
+runs the start overhead and intake throughput phases on the local 3-node cluster
+(`scripts/cluster.sh urls`: the worker, the baselines and the producer get the node list, node 1
+first; the broker CPU is every node's) and prints the table, leaving docs/benchmarks.md alone.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-import aio_pika
-from benchlib import AMQP_URL, REPO, SimProcess, machine, ms, pct, sweep_leftovers
+import benchlib
+from benchlib import REPO, SimProcess, machine, ms, pct, sweep_leftovers
 from load import burst_of_many, follow_many, footprint, intake_throughput, scale_out
 from phases import (
     FULL,
@@ -56,13 +62,15 @@ def versions(server_version: str) -> str:
 async def run(args: argparse.Namespace) -> tuple[Bench, str, float]:
     sim = SimProcess()
     await sim.start()
-    connection = await aio_pika.connect_robust(AMQP_URL)
+    if args.cluster:
+        print(f"on the cluster: {benchlib.use_cluster()}", flush=True)
+    connection = await benchlib.connect()
     server = str(connection.transport.connection.server_properties.get("version", "?"))  # type: ignore[union-attr]
     b = Bench(QUICK if args.quick else FULL, sim, connection, uuid.uuid4().hex[:6])
     only = set(args.only or SECTIONS)
     started = time.perf_counter()
     try:
-        for section, title, phase in PLAN:
+        for section, title, phase in CLUSTER_PLAN if args.cluster else PLAN:
             if section in only:
                 print(title, flush=True)
                 phase_started = time.perf_counter()
@@ -89,16 +97,25 @@ async def cancellable(coro: Coroutine[Any, Any, T]) -> T:
     return await task
 
 
-async def overhead(b: Bench) -> None:
+async def round_trip(b: Bench, measure: str, where: str = "") -> None:
     rtt = await broker_round_trip(b)
     b.add(
         "1. start overhead",
-        "physical limit: one broker round trip (p50/p95/p99)",
+        f"{measure} (p50/p95/p99)",
         f"{ms(pct(rtt, 50))} / {ms(pct(rtt, 95))} / {ms(pct(rtt, 99))} ms",
-        f"persistent publish + confirm + consumer receipt, {len(rtt)} sequential",
+        f"persistent publish + confirm + consumer receipt, {len(rtt)} sequential{where}",
     )
+
+
+async def overhead(b: Bench) -> None:
+    await round_trip(b, "physical limit: one broker round trip")
     await start_overhead_phoenix(b)
     await start_overhead_phoenix(b, history=1000)
+
+
+async def cluster_overhead(b: Bench) -> None:
+    await round_trip(b, "one broker round trip on the cluster", ", classic queue on node 1")
+    await start_overhead_phoenix(b)
 
 
 PLAN: tuple[tuple[str, str, Callable[[Bench], Awaitable[None]]], ...] = (
@@ -109,6 +126,12 @@ PLAN: tuple[tuple[str, str, Callable[[Bench], Awaitable[None]]], ...] = (
     ("follow", "5. following live sessions", follow_many),
     ("burst", "5. a burst of as many jobs", burst_of_many),
     ("scale", "7. scale-out", scale_out),
+)
+
+
+CLUSTER_PLAN: tuple[tuple[str, str, Callable[[Bench], Awaitable[None]]], ...] = (
+    ("overhead", "1. start overhead, on the cluster", cluster_overhead),
+    ("throughput", "2. intake throughput, on the cluster", intake_throughput),
 )
 
 
@@ -173,12 +196,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small N, about a minute")
     parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run these sections only")
     parser.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="start overhead and throughput on the local 3-node cluster; prints, never writes",
+    )
     args = parser.parse_args()
     b, server, elapsed_s = asyncio.run(cancellable(run(args)))
     print()
     print(table(b))
     print(f"\n{versions(server)}; {machine()['nproc']} CPUs; {elapsed_s:.0f} s")
-    if not args.no_write and not args.only:
+    if not args.no_write and not args.only and not args.cluster:
         write_doc(b, server, elapsed_s, args.quick)
         print(f"wrote {DOC.relative_to(REPO)}")
 

@@ -1,13 +1,18 @@
-"""Soak: N jobs across K real worker processes against the in-process simulator and the local
-RabbitMQ, with chaos — random SIGKILLs of workers (each restarted), one outage of every worker's
-broker connection, and provider faults (5xx bursts, latency) — then the figures of the promise:
-one terminal outcome per job, no session with two live conversations, nothing left active.
+"""Soak: N jobs across K real worker processes against the in-process simulator and RabbitMQ (one
+node, or the local 3-node cluster), with chaos — random SIGKILLs of workers (each restarted), one
+outage of every worker's broker connection, provider faults (5xx bursts, latency) and, on the
+cluster, one node killed for good — then the figures of the promise: one terminal outcome per job,
+no session with two live conversations, nothing left active, no call cut short.
 
     .venv/bin/python bench/soak.py --jobs 500 --workers 3
+    .venv/bin/python bench/soak.py --cluster --kill-node 2 --jobs 300 --workers 3 --kills 3
 
-Workers reach RabbitMQ through a local TCP proxy, so the "broker outage" is seen by the workers
-only (other users of the shared broker node are not disturbed). Each session is stopped after a
-random short hold. Everything is bounded: the run ends by itself within --timeout-s.
+Workers reach RabbitMQ through local TCP proxies (one per node), so the "broker outage" is seen by
+the workers only (other users of the broker are not disturbed). On the cluster (`--cluster`, the
+nodes of `scripts/cluster.sh urls`), worker i lists node i first; `--kill-node N` SIGKILLs node N
+(`scripts/cluster.sh kill N`) once a share of the jobs has an outcome and restarts it at the end
+(`scripts/cluster.sh restart N`), whatever happens. Each session is stopped after a random short
+hold. Everything is bounded: the run ends by itself within --timeout-s.
 """
 
 from __future__ import annotations
@@ -36,12 +41,19 @@ import benchlib  # noqa: E402
 
 from tavus.sim import Simulator  # noqa: E402
 from tests.reliability.env import BrokerProxy, peak_overlap  # noqa: E402
-from worker.broker import Topology, declare_job_topology, json_message  # noqa: E402
+from worker.amqp_connection import connect_any  # noqa: E402
+from worker.amqp_nodes import AmqpNodes  # noqa: E402
+from worker.broker import QUORUM, Topology, declare_job_topology, json_message  # noqa: E402
 from worker.client_tools import send_stop  # noqa: E402
 
 TAVUS_KEY = "soak-tavus-key-0123456789"
 TERMINAL = ("ended", "failed", "expired")
 RETRY_DELAYS_S = (0.5, 1.0)
+CLUSTER_SCRIPT = REPO / "scripts" / "cluster.sh"
+# How a phoenix_rest call may end without anything of ours having cut it: any other end of a
+# session that was `ready` (worker_lost, worker_shutdown, idle, a failure) is a call cut short.
+CALL_ENDS_OK = ("stopped", "max_duration", "participant_left", "provider_ended")
+CUT_SHORT = "calls cut short (ready, then ended other than by stop/max duration/user/provider)"
 
 
 @dataclass
@@ -57,7 +69,8 @@ class Run:
     args: argparse.Namespace
     sim: Simulator
     topo: Topology
-    proxy: BrokerProxy
+    nodes: AmqpNodes
+    proxies: list[BrokerProxy]
     log_dir: Path
     started_s: float = field(default_factory=time.monotonic)
     events: dict[str, list[tuple[float, dict[str, Any]]]] = field(
@@ -66,6 +79,7 @@ class Run:
     workers: list[Worker] = field(default_factory=list)
     kills: list[tuple[float, str]] = field(default_factory=list)
     cut_at_s: float | None = None
+    node_killed_at_s: float | None = None
     stop_after_s: dict[str, float] = field(default_factory=dict)
     stops_sent: Counter[str] = field(default_factory=Counter)
     spawned: int = 0
@@ -90,15 +104,25 @@ def topology(prefix: str) -> Topology:
     )
 
 
-def worker_env(run: Run, worker_id: str) -> dict[str, str]:
+def worker_nodes(run: Run, index: int, worker_id: str) -> str:
+    """Worker `index`'s AMQP_URL: every node through its proxy, node `index` first."""
+    proxied = [
+        AmqpNodes.parse(proxy.url_for(node.url.split("?", 1)[0]))[0]
+        for node, proxy in zip(run.nodes, run.proxies, strict=True)
+    ]
+    first = index % len(proxied)
+    rotated = AmqpNodes(tuple(proxied[first:] + proxied[:first]))
+    return rotated.with_query(name=worker_id, reconnect_interval=1).url
+
+
+def worker_env(run: Run, worker_id: str, index: int) -> dict[str, str]:
     args = run.args
-    base = args.amqp_url.split("?", 1)[0]
     return benchlib.worker_env(
         run.topo,
         run.sim,
         worker_id,
         tavus_api_key=TAVUS_KEY,
-        amqp_url=run.proxy.url_for(f"{base}?name={worker_id}&reconnect_interval=1"),
+        amqp_url=worker_nodes(run, index, worker_id),
         worker_max_sessions=args.max_sessions,
         worker_max_attempts=5,
         worker_retry_delays_s=",".join(str(d) for d in RETRY_DELAYS_S),
@@ -126,7 +150,7 @@ async def spawn(run: Run, index: int, *, attempts: int = 30) -> Worker:
                 "-m",
                 "worker.cli",
                 "run",
-                env=worker_env(run, worker_id),
+                env=worker_env(run, worker_id, index),
                 cwd=str(REPO),
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log,
@@ -155,7 +179,8 @@ async def collect_events(run: Run, channel: aio_pika.abc.AbstractChannel) -> Non
     exchange = await channel.declare_exchange(
         run.topo.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
     )
-    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    # A quorum queue: no event is lost while the node it would live on is down.
+    queue = await channel.declare_queue(events_queue(run), durable=True, arguments=QUORUM)
     await queue.bind(exchange, "#")
 
     async def on_event(message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -185,17 +210,54 @@ async def stopper(run: Run, channel: aio_pika.abc.AbstractChannel, done: asyncio
         await asyncio.sleep(0.1)
 
 
+def events_queue(run: Run) -> str:
+    return f"{run.topo.jobs_queue}.soak-events"
+
+
+async def cluster_script(*args: str, timeout_s: float = 180.0) -> str:
+    """`scripts/cluster.sh ARGS`; its output (SystemExit with what it said when it fails)."""
+    proc = await asyncio.create_subprocess_exec(
+        str(CLUSTER_SCRIPT),
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise SystemExit(f"scripts/cluster.sh {' '.join(args)} took over {timeout_s} s") from None
+    said = out.decode(errors="replace")
+    if proc.returncode != 0:
+        raise SystemExit(f"scripts/cluster.sh {' '.join(args)} failed: {said[-800:]}")
+    return said
+
+
+async def kill_node(run: Run) -> None:
+    node = run.args.kill_node
+    run.node_killed_at_s = run.now()
+    await cluster_script("kill", str(node))
+    print(f"[{run.node_killed_at_s:6.1f}s] SIGKILL broker node {node}, for good", flush=True)
+
+
 async def chaos(run: Run, expected: list[str], done: asyncio.Event) -> None:
-    """Kill a random worker every so often (and restart it), cut the broker once, inject faults."""
+    """Kill a random worker every so often (and restart it), cut the broker once, kill a node for
+    good (on the cluster), inject faults."""
     args = run.args
     kills_left = args.kills
     next_kill = 4.0
     next_fault = 2.0
     cut_due = True
+    node_kill_due = bool(args.kill_node)
     while not done.is_set():
         now = run.now()
         finished = sum(1 for sid in expected if run.terminal(sid))
         progress = finished / max(len(expected), 1)
+        if node_kill_due and progress >= args.node_kill_at:
+            node_kill_due = False
+            await kill_node(run)
         if kills_left and now >= next_kill:
             kills_left -= 1
             next_kill = now + random.uniform(4.0, 8.0)
@@ -210,7 +272,8 @@ async def chaos(run: Run, expected: list[str], done: asyncio.Event) -> None:
         if cut_due and progress >= 0.4:
             cut_due = False
             run.cut_at_s = now
-            run.proxy.cut(down_s=args.outage_s)
+            for proxy in run.proxies:
+                proxy.cut(down_s=args.outage_s)
             print(f"[{now:6.1f}s] broker outage for every worker ({args.outage_s} s)", flush=True)
         if now >= next_fault:
             next_fault = now + random.uniform(3.0, 6.0)
@@ -304,14 +367,15 @@ def report(run: Run, ids: list[str], wall_s: float) -> dict[str, Any]:
     )
     leaked = [c.conversation_id for c in run.sim.conversations.values() if c.status == "active"]
     worst_recovery_s, never_recovered = recovery(run)
-    tracebacks = sum(
-        w.read_text(errors="replace").count("Traceback") for w in run.log_dir.glob("*.log")
-    )
+    cut_short = calls_cut_short(run, ids)
+    adopted = [sid for sid in ids for e in run.terminal(sid)[:1] if e.get("adopted_from")]
+    tracebacks = traceback_sources(run.log_dir)
     figures = {
         "jobs": len(ids),
         "workers": run.args.workers,
         "worker kills (SIGKILL, restarted)": len(run.kills),
         "broker outages (all workers, s)": run.args.outage_s if run.cut_at_s is not None else 0,
+        "broker nodes killed for good": int(run.node_killed_at_s is not None),
         "terminal outcomes": dict(sorted(kinds.items())),
         "jobs without exactly one terminal outcome": len(wrong),
         "jobs whose one outcome came twice (identical copies)": copied,
@@ -322,12 +386,28 @@ def report(run: Run, ids: list[str], wall_s: float) -> dict[str, Any]:
         "conversations created": len(run.sim.conversations),
         "leaked conversations at the end": len(leaked),
         "leaked rooms at the end": len(run.sim.rooms),
+        CUT_SHORT: len(cut_short),
+        "sessions adopted from a dead worker (outcome with adopted_from)": len(adopted),
         "max time to recover after a kill (s)": round(worst_recovery_s, 2),
         "sessions of killed workers never finished": never_recovered,
-        "Traceback blocks in worker logs": tracebacks,
+        "Traceback blocks in worker logs": sum(tracebacks.values()),
         "time to the last terminal outcome (s)": round(last_outcome_s, 1),
         "total wall time (s)": round(wall_s, 1),
     }
+    print_figures(figures)
+    for sid, statuses in wrong[:15]:
+        print(f"  not exactly one outcome: {sid}: {statuses}")
+    for name in duplicates[:10]:
+        print(f"  two live conversations: {name}")
+    for sid, how in cut_short[:15]:
+        print(f"  call cut short: {sid}: {how}")
+    for (event, error), count in tracebacks.most_common():
+        print(f"  traceback x{count}: {event}: {error}")
+    print(f"worker logs: {run.log_dir}")
+    return figures
+
+
+def print_figures(figures: dict[str, Any]) -> None:
     print("\n== soak figures ==")
     for key, value in figures.items():
         if isinstance(value, dict):
@@ -336,17 +416,74 @@ def report(run: Run, ids: list[str], wall_s: float) -> dict[str, Any]:
                 print(f"  {k}: {v}")
         else:
             print(f"{key}: {value}")
-    for sid, statuses in wrong[:15]:
-        print(f"  not exactly one outcome: {sid}: {statuses}")
-    for name in duplicates[:10]:
-        print(f"  two live conversations: {name}")
-    print(f"worker logs: {run.log_dir}")
-    return figures
+
+
+def calls_cut_short(run: Run, ids: list[str]) -> list[tuple[str, str]]:
+    """Sessions that were `ready` (a call was up) and whose outcome is anything but an end the
+    user or the provider caused: (session id, how it ended, by which worker)."""
+    found = []
+    for sid in ids:
+        if "ready" not in run.statuses(sid):
+            continue
+        ends = [
+            f"{e['status']}({e.get('reason') or e.get('error', {}).get('code')}) by "
+            f"{e['worker_id']}"
+            + (f" adopted from {e['adopted_from']}" if e.get("adopted_from") else "")
+            for e in run.terminal(sid)
+            if not (e["status"] == "ended" and e["reason"] in CALL_ENDS_OK)
+        ]
+        if ends:
+            found.append((sid, "; ".join(dict.fromkeys(ends))))
+    return found
+
+
+def traceback_sources(log_dir: Path) -> Counter[tuple[str, str]]:
+    """Traceback blocks in the workers' JSON logs, by (log event, the exception's last line)."""
+    found: Counter[tuple[str, str]] = Counter()
+    for path in log_dir.glob("*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if "Traceback" not in line:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                found[("(not JSON)", line[:160])] += line.count("Traceback")
+                continue
+            text = str(entry.get("exception", ""))
+            last = text.strip().splitlines()[-1][:160] if text.strip() else "?"
+            found[(str(entry.get("event")), last)] += line.count("Traceback")
+    return found
 
 
 async def cleanup(run: Run, connection: aio_pika.abc.AbstractConnection) -> None:
+    await stop_workers(run)
+    channel = await connection.channel()
+    topo = run.topo
+    queues = [
+        topo.jobs_queue,
+        topo.dead_letter_queue,
+        topo.lost_queue,
+        events_queue(run),
+        *(topo.retry_queue(d) for d in RETRY_DELAYS_S),
+        *(topo.record_queue(sid) for sid in run.events),  # records expire only after hours
+    ]
+    for name in queues:
+        try:
+            await channel.queue_delete(name)
+        except aio_pika.exceptions.AMQPError:
+            channel = await connection.channel()
+    for exchange in (topo.jobs_exchange, topo.events_exchange, topo.control_exchange):
+        try:
+            await channel.exchange_delete(exchange)
+        except aio_pika.exceptions.AMQPError:
+            channel = await connection.channel()
+    for proxy in run.proxies:
+        await proxy.aclose()
+
+
+async def stop_workers(run: Run) -> None:
     for worker in run.workers:
-        if worker.proc.returncode is None:
+        if worker.proc.returncode is None:  # twice: end the sessions now (the figures are in)
             worker.proc.send_signal(signal.SIGTERM)
             worker.proc.send_signal(signal.SIGTERM)
     for worker in run.workers:
@@ -355,26 +492,25 @@ async def cleanup(run: Run, connection: aio_pika.abc.AbstractConnection) -> None
         except TimeoutError:
             worker.proc.kill()
             await worker.proc.wait()
-    channel = await connection.channel()
-    topo = run.topo
-    queues = [
-        topo.jobs_queue,
-        topo.dead_letter_queue,
-        *(topo.retry_queue(d) for d in RETRY_DELAYS_S),
-    ]
-    for queue in queues:
-        with contextlib.suppress(Exception):
-            await channel.queue_delete(queue)
-    for exchange in (topo.jobs_exchange, topo.events_exchange, topo.control_exchange):
-        with contextlib.suppress(Exception):
-            await channel.exchange_delete(exchange)
-    for sid in run.events:  # session notes left by sessions without an outcome
-        with contextlib.suppress(Exception):
-            await channel.queue_delete(topo.record_queue(sid))
-    await run.proxy.aclose()
 
 
 async def soak(args: argparse.Namespace) -> int:
+    if args.cluster:
+        args.amqp_url = (await cluster_script("urls")).strip().splitlines()[-1]
+        status = await cluster_script("status")
+        if "down" in status:
+            raise SystemExit(f"a cluster node is down; run scripts/cluster.sh start:\n{status}")
+    elif args.kill_node:
+        raise SystemExit("--kill-node needs --cluster (the nodes of scripts/cluster.sh)")
+    try:
+        return await soak_on(args, AmqpNodes.parse(args.amqp_url))
+    finally:
+        if args.kill_node:  # the cluster is shared: whatever happened, the node comes back
+            await cluster_script("restart", str(args.kill_node))
+            print(f"broker node {args.kill_node} restarted", flush=True)
+
+
+async def soak_on(args: argparse.Namespace, nodes: AmqpNodes) -> int:
     prefix = f"soak{uuid.uuid4().hex[:6]}"
     sim = Simulator(
         tavus_api_keys={TAVUS_KEY},
@@ -382,20 +518,25 @@ async def soak(args: argparse.Namespace) -> int:
         replica_join_delay_s=0.05,
         sweep_interval_s=0.1,
     )
-    host_port = args.amqp_url.split("@", 1)[-1].split("/", 1)[0]
-    host, _, port = host_port.partition(":")
-    proxy = BrokerProxy(host or "127.0.0.1", int(port or 5672))
-    await proxy.start()
+    proxies = [BrokerProxy(node.host, node.port) for node in nodes]
+    for proxy in proxies:
+        await proxy.start()
+    # This process's own connection goes straight to the nodes, the one to be killed last.
+    doomed = args.kill_node - 1 if args.kill_node else len(nodes)
+    own = AmqpNodes(tuple(n for i, n in enumerate(nodes) if i != doomed) + nodes.nodes[doomed:][:1])
     async with sim.running(host="127.0.0.1", port=0):
-        run = Run(args, sim, topology(prefix), proxy, Path(tempfile.mkdtemp(prefix="soak-logs-")))
-        connection = await aio_pika.connect_robust(args.amqp_url)
+        log_dir = Path(tempfile.mkdtemp(prefix="soak-logs-"))
+        run = Run(args, sim, topology(prefix), nodes, proxies, log_dir)
+        connection = await connect_any(own, timeout_s=30)
         try:
             events_channel = await connection.channel()
+            await declare_job_topology(events_channel, run.topo)
             await collect_events(run, events_channel)
             ids = [f"soak-{i:05d}-{uuid.uuid4().hex[:6]}" for i in range(args.jobs)]
             run.workers = list(await asyncio.gather(*(spawn(run, i) for i in range(args.workers))))
             print(
-                f"[{run.now():6.1f}s] {args.workers} workers up; publishing {args.jobs} jobs",
+                f"[{run.now():6.1f}s] {args.workers} workers up on {len(nodes)} node(s); "
+                f"publishing {args.jobs} jobs",
                 flush=True,
             )
             run.started_s = time.monotonic()
@@ -422,6 +563,8 @@ async def soak(args: argparse.Namespace) -> int:
         figures["jobs without exactly one terminal outcome"]
         + figures["sessions with two live conversations at once"]
         + figures["leaked conversations at the end"]
+        + figures["leaked rooms at the end"]
+        + figures[CUT_SHORT]
     )
     return 1 if bad else 0
 
@@ -446,7 +589,25 @@ def main() -> int:
     parser.add_argument("--settle-s", type=float, default=8.0)
     parser.add_argument("--timeout-s", type=float, default=600.0, help="the whole run's bound")
     parser.add_argument(
-        "--amqp-url", default=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+        "--amqp-url",
+        default=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+        help="one node, or a cluster's nodes comma-separated",
+    )
+    parser.add_argument(
+        "--cluster", action="store_true", help="the local 3-node cluster (scripts/cluster.sh urls)"
+    )
+    parser.add_argument(
+        "--kill-node",
+        type=int,
+        default=0,
+        choices=(0, 1, 2, 3),
+        help="with --cluster: SIGKILL this node for good mid-run (restarted at the end)",
+    )
+    parser.add_argument(
+        "--node-kill-at",
+        type=float,
+        default=0.3,
+        help="kill the node once this share of the jobs has an outcome",
     )
     args = parser.parse_args()
     return asyncio.run(soak(args))

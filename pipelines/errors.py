@@ -39,3 +39,9 @@ class ProviderConfigError(PipelineError):
     """A speech or language provider is not configured (a key or required setting is missing)."""
 
     default_code = "provider_config_missing"
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as one line that always names what failed (a timeout's str() is empty)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

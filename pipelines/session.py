@@ -17,6 +17,7 @@ import structlog
 from pipecat.frames.frames import EndFrame, ErrorFrame, Frame
 from pipecat.workers.runner import WorkerRunner
 
+from pipelines.errors import describe_error
 from pipelines.factory import BuiltPipeline
 from pipelines.outcome import EndReason, SessionEnded, SessionFailed, SessionOutcome
 
@@ -226,7 +227,11 @@ class LiveSession:
             await self._on_ready(conversation_id)
         except Exception as exc:
             self._callback_error = exc
-            self._fail("ready_callback_failed", type(exc).__name__, retryable=True)
+            self._fail(
+                "ready_callback_failed",
+                f"announcing the session as ready failed: {describe_error(exc)}",
+                retryable=True,
+            )
 
     async def _finish_ready_call(self) -> None:
         """Let an on_ready call still in flight finish (bounded by ``stop_grace_s``)."""
@@ -263,9 +268,13 @@ class LiveSession:
 
     async def _on_transport_error(self, _transport: Any, error: str) -> None:
         if self._joined_or_failed.is_set():
-            self._log.warning("session.transport_error", error=_clip(error))
+            self._log.warning(
+                "session.transport_error", error=_clip(error) or "Daily gave no detail"
+            )
             return
-        self._join_error = f"the bot could not join the Daily room: {_clip(error)}"
+        self._join_error = (
+            f"the bot could not join the Daily room: {_clip(error) or 'Daily gave no detail'}"
+        )
         self._joined_or_failed.set()
 
     async def _on_participant_joined(self, _transport: Any, _participant: Any) -> None:
@@ -356,7 +365,7 @@ async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
     results = await asyncio.gather(*tasks, return_exceptions=True)
     for result in results:
         if isinstance(result, Exception):
-            log.error("session.helper_failed", error=repr(result))
+            log.error("session.helper_failed", error=describe_error(result))
 
 
 def _clip(text: str) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import structlog
 
+from pipelines.errors import describe_error
 from worker.pool.childlog import forward_stderr
 from worker.pool.protocol import Command, Message, Start, Stop, decode, encode
 
@@ -80,7 +81,7 @@ class ChildChannel:
             try:
                 message = decode(line)
             except ValueError as exc:
-                self._log.error("pool.child_bad_message", error=str(exc))
+                self._log.error("pool.child_bad_message", error=describe_error(exc))
                 continue
             if isinstance(message, Start | Stop):
                 self._log.error("pool.child_bad_message", error=f"{message.type!r} from a child")

@@ -23,7 +23,7 @@ from typing import IO
 
 import structlog
 
-from pipelines.errors import PipelineError
+from pipelines.errors import PipelineError, describe_error
 from pipelines.factory import (
     ServiceFactory,
     SessionSpec,
@@ -105,7 +105,7 @@ class CommandReader:
         try:
             command = decode(line)
         except ValueError as exc:
-            log.error("child.bad_command", error=str(exc))
+            log.error("child.bad_command", error=f"unreadable command: {describe_error(exc)}")
             return
         if isinstance(command, Start | Stop):
             self._put(command)
@@ -181,7 +181,11 @@ class ChildMain:
         try:
             spec = spec_from_dict(start.spec)
         except ValueError as exc:
-            return Failed("worker_protocol_error", str(exc), retryable=False)
+            return Failed(
+                "worker_protocol_error",
+                f"the session's start command was refused: {describe_error(exc)}",
+                retryable=False,
+            )
         REDACTOR.add(spec_secrets(spec))
         structlog.contextvars.bind_contextvars(session_id=spec.session_id)
 
@@ -243,11 +247,11 @@ def preload() -> TurnAnalyzers | None:
         try:
             importlib.import_module(f"pipecat.{module}")
         except ImportError as exc:
-            log.warning("child.preload_failed", module=module, error=str(exc))
+            log.warning("child.preload_failed", module=module, error=describe_error(exc))
     try:
         return TurnAnalyzers.create()  # loads onnxruntime and both models
     except Exception as exc:
-        log.warning("child.analyzers_failed", error=repr(exc))
+        log.warning("child.analyzers_failed", error=describe_error(exc))
         return None
 
 

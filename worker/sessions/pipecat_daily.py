@@ -13,6 +13,7 @@ import structlog
 from pydantic import SecretStr
 
 from pipelines.config import ProviderConfig, TavusAvatarConfig, TavusConversationOptions
+from pipelines.errors import describe_error
 from pipelines.factory import SessionSpec
 from tavus.client import TavusClient
 from tavus.daily import DailyClient, room_name_for
@@ -234,9 +235,17 @@ class PipecatDailyRunner:
             self._end_conversation(job, conversation_id),
             return_exceptions=True,
         )
-        for result in results:
+        released = (
+            f"Daily room {room_name}",
+            f"Tavus conversation {conversation_id or '(by name)'}",
+        )
+        for what, result in zip(released, results, strict=True):
             if isinstance(result, BaseException):
-                log.error("session.release_failed", error=str(result))
+                log.error(
+                    "session.release_failed",
+                    resource=what,
+                    error=f"releasing the {what} failed: {describe_error(result)}",
+                )
 
     async def cleanup(self, job: SessionJob) -> None:
         """Delete the room and every conversation a failed attempt left, so a retry starts clean."""

@@ -20,6 +20,18 @@ def is_pipecat_installed() -> bool:
         return False
 
 
+def daily_missing_reason() -> str | None:
+    """Why daily-python (or Pipecat) is not installed here, found without importing either; None
+    when both are installed (whether they work is `daily_availability`'s to say)."""
+    if not is_pipecat_installed():
+        return PIPECAT_EXTRA_MISSING
+    try:
+        spec = importlib.util.find_spec("daily")
+    except ImportError as exc:
+        return _not_installed(exc)
+    return _not_installed(None) if spec is None else None
+
+
 @functools.cache
 def daily_availability() -> tuple[bool, str | None]:
     """Return ``(True, None)`` when DailyTransport can run here, else ``(False, reason)``.
@@ -28,14 +40,9 @@ def daily_availability() -> tuple[bool, str | None]:
     importing Pipecat's Daily modules (which log errors while failing); an installed one is then
     checked by importing them, which catches a daily-python that Pipecat cannot use.
     """
-    if not is_pipecat_installed():
-        return False, PIPECAT_EXTRA_MISSING
-    try:
-        spec = importlib.util.find_spec("daily")
-    except ImportError as exc:
-        return False, _not_installed(exc)
-    if spec is None:
-        return False, _not_installed(None)
+    missing = daily_missing_reason()
+    if missing is not None:
+        return False, missing
     try:
         importlib.import_module("pipecat.transports.daily.transport")
         importlib.import_module("pipecat.services.tavus.video")
@@ -47,6 +54,6 @@ def daily_availability() -> tuple[bool, str | None]:
 def _not_installed(exc: ImportError | None) -> str:
     detail = f" ({exc})" if exc is not None else ""
     return (
-        f"daily-python is not installed{detail}; it has no Windows wheels: "
-        "use Linux, macOS or WSL, or run sessions in mode phoenix_rest"
+        f"daily-python is not installed{detail} (it has no Windows wheels: "
+        "use Linux, macOS or WSL, or run sessions in mode phoenix_rest)"
     )

@@ -43,16 +43,23 @@ FORCED_STOP_TIMEOUT_S = 5.0
 
 
 def pipecat_daily_unavailable_reason(settings: Settings) -> str | None:
-    """Why this worker cannot run pipecat_daily sessions (None when it can)."""
-    # The cheap checks first: importing Pipecat and daily-python costs ~34 MB and ~1 s, which a
-    # worker that cannot run pipecat_daily anyway should not pay.
+    """Why this worker cannot run pipecat_daily sessions, every reason joined by "; " (None when
+    it can)."""
+    from pipelines.availability import daily_availability, daily_missing_reason
+
+    # The cheap checks first (none imports anything): importing Pipecat and daily-python costs
+    # ~34 MB and ~1 s, which a worker that cannot run pipecat_daily anyway should not pay.
+    reasons = []
     if settings.daily_api_key is None:
-        return "DAILY_API_KEY is not set"
+        reasons.append("DAILY_API_KEY is not set")
     missing = settings.provider_config().missing_settings()
     if missing:
-        return f"the pipeline's provider settings are not set: {', '.join(missing)}"
-    from pipelines.availability import daily_availability
-
+        reasons.append(f"the pipeline's provider settings are not set: {', '.join(missing)}")
+    not_installed = daily_missing_reason()
+    if not_installed is not None:
+        reasons.append(not_installed)
+    if reasons:
+        return "; ".join(reasons)
     ok, reason = daily_availability()
     if not ok:
         return reason or "daily-python cannot be imported"

@@ -44,6 +44,7 @@ from pipelines.avatar import (
 )
 from pipelines.errors import DailyUnavailableError, ProviderConfigError
 from pipelines.spec import SessionSpec, language_codes
+from pipelines.transcript import TimedContext
 
 __all__ = [
     "BuiltPipeline",
@@ -235,7 +236,7 @@ async def build_pipeline(
     if analyzers is not None:
         analyzers.claim()
     transport = (transport_factory or daily_transport)(spec)
-    context = LLMContext(messages=[{"role": "system", "content": spec.system_message()}])
+    context = TimedContext(messages=[{"role": "system", "content": spec.system_message()}])
     user_aggregator, assistant_aggregator = _aggregators(context, analyzers)
     stt, llm, tts = services.create_stt(spec), services.create_llm(spec), services.create_tts(spec)
     connection = AvatarConnection()

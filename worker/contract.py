@@ -101,6 +101,8 @@ class SessionJob(_Strict):
     not_after: AwareDatetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     pipeline: PipelineChoices | None = None
+    # True: the outcome (`ended`/`failed`) carries the session's transcript (`Transcript`).
+    transcript: bool = Field(default=False, strict=True)
 
     @field_validator("not_after", mode="before")
     @classmethod
@@ -189,10 +191,41 @@ class RetryingEvent(_EventBase):
     delay_s: float
 
 
+TRANSCRIPT_MAX_TURNS = 200
+TRANSCRIPT_MAX_CHARS = 32_000  # all turns' text together; one turn's text at most 4,000
+TRANSCRIPT_MAX_TURN_CHARS = 4_000
+
+
+class TranscriptTurn(BaseModel):
+    """One utterance: who spoke, what was said, and when (each time when the source knows it)."""
+
+    speaker: Literal["user", "assistant"]
+    text: str
+    at: datetime | None = None
+    seconds_from_start: float | None = None
+
+    @field_serializer("at")
+    def _rfc3339_at(self, value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Transcript(BaseModel):
+    """What was said in a session, oldest first; past the bound only the last turns are kept."""
+
+    source: Literal["tavus", "pipeline"]
+    turns: list[TranscriptTurn] = Field(default_factory=list)
+    truncated: bool = False  # True: turns were dropped (the oldest) or a turn's text was cut
+    dropped_turns: int = Field(default=0, ge=0)
+
+
 class _OutcomeBase(_EventBase):
     # Set when the worker that published this outcome adopted the live session from another
     # one that died (phoenix_rest): the worker that ran it before. `worker_id` is the adopter.
     adopted_from: str | None = None
+    # Only when the job asked for it (`transcript: true`); null when none could be had.
+    transcript: Transcript | None = None
 
 
 class EndedEvent(_OutcomeBase):

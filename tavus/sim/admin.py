@@ -173,6 +173,21 @@ async def leave(request: web.Request) -> web.StreamResponse:
     return _ok()
 
 
+async def say(request: web.Request) -> web.StreamResponse:
+    """Body ``{"role": "user"|"assistant", "content": "..."}``: a turn of the transcript."""
+    ctx = request.app[CONTEXT]
+    body = await _body(request)
+    role, content = _field(body, "role", str), _field(body, "content", str)
+    if role not in ("user", "assistant"):
+        raise AdminError("'role' must be user or assistant")
+    conversation = ctx.state.live_conversation(request.match_info["conversation_id"])
+    if conversation is None:
+        raise web.HTTPNotFound(text=f"no conversation {request.match_info['conversation_id']}")
+    if not ctx.lifecycle.say(conversation, role, content or ""):
+        raise AdminError("the conversation has ended")
+    return _ok()
+
+
 async def sweep(request: web.Request) -> web.StreamResponse:
     return _ok(ended=request.app[CONTEXT].lifecycle.sweep())
 
@@ -214,6 +229,7 @@ def add_routes(app: web.Application) -> None:
     POST /_sim/faults/out-of-credits      {"enabled": true}
     POST /_sim/config                     {"daily_rate_limits": bool, "daily_retry_after": bool}
     POST /_sim/conversations/{id}/join    the simulated human joins (.../leave: leaves)
+    POST /_sim/conversations/{id}/say     {"role": "user"|"assistant", "content"}: a transcript turn
     POST /_sim/sweep                      run the timers now -> {"ended": [...]}
     POST /_sim/clock/advance              {"seconds": 60} (manual clock only, else 409)
     GET  /_sim/webhooks                   webhook deliveries attempted
@@ -234,6 +250,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/_sim/config", set_config)
     r.add_post("/_sim/conversations/{conversation_id}/join", join)
     r.add_post("/_sim/conversations/{conversation_id}/leave", leave)
+    r.add_post("/_sim/conversations/{conversation_id}/say", say)
     r.add_post("/_sim/sweep", sweep)
     r.add_post("/_sim/clock/advance", advance_clock)
     r.add_get("/_sim/webhooks", get_webhooks)

@@ -123,15 +123,41 @@ class Lifecycle:
             return "participant_left_timeout"
         return None
 
+    def say(self, conversation: Conversation, role: str, content: str) -> bool:
+        """Someone in an active conversation says ``content``; it goes into its transcript."""
+        if not conversation.is_active:
+            return False
+        conversation.utterances.append({"role": role, "content": content, "at_s": self.clock()})
+        return True
+
     def _transcript(self, conversation: Conversation) -> list[dict[str, Any]]:
+        """The documented shape: the `system` prompt first, then `{role, content, timestamp
+        (Unix float), seconds_from_start}` per turn. A participant who joined and said nothing
+        scripted gets the docs' short exchange (after the custom greeting, if any)."""
         persona = self.state.personas.get(conversation.persona_id or "")
         prompt = persona.data.get("system_prompt") if persona else None
-        transcript: list[dict[str, Any]] = [{"role": "system", "content": prompt or ""}]
-        if conversation.participant_joined_at_s is not None:
-            transcript += [
-                {"role": "user", "content": "Hi."},
-                {"role": "assistant", "content": "Hello! How can I help you today?"},
+        context = conversation.request.get("conversational_context")
+        system = "\n\n".join(p for p in (prompt, context) if isinstance(p, str) and p)
+        transcript: list[dict[str, Any]] = [{"role": "system", "content": system}]
+        said = list(conversation.utterances)
+        joined_s = conversation.participant_joined_at_s
+        if not said and joined_s is not None:
+            greeting = conversation.request.get("custom_greeting")
+            script = [("assistant", greeting)] if isinstance(greeting, str) and greeting else []
+            script += [("user", "Hi."), ("assistant", "Hello! How can I help you today?")]
+            said = [
+                {"role": role, "content": text, "at_s": joined_s + 1.5 * i}
+                for i, (role, text) in enumerate(script)
             ]
+        for entry in said:
+            transcript.append(
+                {
+                    "role": entry["role"],
+                    "content": entry["content"],
+                    "timestamp": round(entry["at_s"], 3),
+                    "seconds_from_start": round(entry["at_s"] - conversation.created_at_s, 3),
+                }
+            )
         return transcript
 
     def _emit(

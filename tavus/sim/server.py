@@ -166,6 +166,11 @@ class Simulator:
         self.ctx.lifecycle.leave(self.conversations[conversation_id])
         self.ctx.lifecycle.sweep()
 
+    def say(self, conversation_id: str, role: str, content: str) -> None:
+        """The user (``role`` "user") or the replica ("assistant") says something: it goes into
+        the transcript Tavus posts when the conversation ends."""
+        self.ctx.lifecycle.say(self.conversations[conversation_id], role, content)
+
     def sweep(self) -> list[str]:
         """Run the timers now (the background task does this every ``sweep_interval_s``)."""
         return self.ctx.lifecycle.sweep()

@@ -51,6 +51,8 @@ class Conversation:
     participant_left_at_s: float | None = None
     is_participant_present: bool = False
     is_deleted: bool = False
+    # What was said (`{role, content, at_s}`), for the transcript Tavus posts at the end.
+    utterances: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def properties(self) -> dict[str, Any]:

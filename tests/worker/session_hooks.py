@@ -75,3 +75,18 @@ def join_fails(spec: SessionSpec) -> Factories:
     """Like `sim_avatar`, but joining the user's Daily room fails (an unreachable room)."""
     transport = FakeTransport(join_error="Failed to join: room lookup failed (unreachable)")
     return SimServices(), lambda _spec: transport
+
+
+class _UserJoinsAtOnce(FakeTransport):
+    """A transport whose user is in the room as soon as the bot joins."""
+
+    async def join(self) -> None:
+        await super().join()
+        await self.user_joins()
+
+
+def user_greeted(spec: SessionSpec) -> Factories:
+    """Like `sim_avatar`, but the user is there at once: the avatar greets them (the fake LLM's
+    reply goes into the pipeline's context, and so into its transcript)."""
+    transport = _UserJoinsAtOnce()
+    return SimServices(), lambda _spec: transport

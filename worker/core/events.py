@@ -24,6 +24,7 @@ from worker.contract import (
     ResolvedMode,
     RetryingEvent,
     SessionJob,
+    Transcript,
 )
 from worker.core.claims import SessionClaims
 from worker.core.records import SessionRecord
@@ -109,16 +110,27 @@ class EventPublisher:
     async def retrying(self, route: EventRoute, error: EventError, delay_s: float) -> None:
         await self._send(route, RetryingEvent(**route.common(), error=error, delay_s=delay_s))
 
-    def ended_event(self, route: EventRoute, reason: EndReason, duration_s: float) -> EndedEvent:
+    def ended_event(
+        self,
+        route: EventRoute,
+        reason: EndReason,
+        duration_s: float,
+        transcript: Transcript | None = None,
+    ) -> EndedEvent:
         return EndedEvent(
             **route.common(),
             reason=reason,
             duration_s=round(duration_s, 3),
             adopted_from=route.adopted_from,
+            transcript=transcript,
         )
 
-    def failed_event(self, route: EventRoute, error: EventError) -> FailedEvent:
-        return FailedEvent(**route.common(), error=error, adopted_from=route.adopted_from)
+    def failed_event(
+        self, route: EventRoute, error: EventError, transcript: Transcript | None = None
+    ) -> FailedEvent:
+        return FailedEvent(
+            **route.common(), error=error, adopted_from=route.adopted_from, transcript=transcript
+        )
 
     async def ended(self, route: EventRoute, reason: EndReason, duration_s: float) -> None:
         await self.publish(route, self.ended_event(route, reason, duration_s))

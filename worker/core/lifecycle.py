@@ -13,7 +13,7 @@ import structlog
 
 from tavus.errors import ProviderError
 from worker.broker import BrokerError
-from worker.contract import EndReason, EventError
+from worker.contract import EndReason, EventError, Transcript
 from worker.core.claims import SessionClaims
 from worker.core.delivery import Crashed, JobResult, NotNow, Settled, Started
 from worker.core.events import EventPublisher
@@ -91,8 +91,12 @@ class SessionLifecycle:
             if state.stop_reason is not None:  # a stop came while nobody followed it
                 assert state.live is not None
                 await self._outcomes.release(state.live)
+                transcript = await self._transcript(state)
                 await self._outcomes.conclude(
-                    state, self._events.ended_event(state.route, state.stop_reason, state.age_s)
+                    state,
+                    self._events.ended_event(
+                        state.route, state.stop_reason, state.age_s, transcript
+                    ),
                 )
                 return
             await self._follow(state)
@@ -289,7 +293,10 @@ class SessionLifecycle:
         if isinstance(broke, SessionFailure):  # e.g. the session's process crashed
             await self._outcomes.release(live)
             error = EventError(code=broke.code, message=broke.message, retryable=broke.retryable)
-            await self._outcomes.conclude(state, self._events.failed_event(state.route, error))
+            transcript = await self._transcript(state)
+            await self._outcomes.conclude(
+                state, self._events.failed_event(state.route, error, transcript)
+            )
             return
         if broke is not None:
             raise broke
@@ -301,9 +308,16 @@ class SessionLifecycle:
         else:
             reason = "max_duration"
         await self._outcomes.release(live)
+        transcript = await self._transcript(state)
         await self._outcomes.conclude(
-            state, self._events.ended_event(state.route, reason, state.age_s)
+            state, self._events.ended_event(state.route, reason, state.age_s, transcript)
         )
+
+    async def _transcript(self, state: SessionState) -> Transcript | None:
+        """The released session's transcript, when its job asked for one."""
+        if not state.job.transcript or state.live is None:
+            return None
+        return await state.live.transcript()
 
     async def _may_have_create_in_flight(
         self, state: SessionState, record: SessionRecord | None

@@ -33,6 +33,7 @@ from worker.core.adoption import Adopter
 from worker.core.claims import SessionClaims
 from worker.core.events import EventPublisher, EventRoute
 from worker.core.records import SessionRecord, SessionRecords, parse_record
+from worker.sessions.transcript import fetch_transcript
 
 log = structlog.get_logger(__name__)
 
@@ -334,7 +335,11 @@ class Reaper:
                 "reaper.outcome_republished", session_id=record.session_id, status=event.status
             )
         else:
-            event = self._events.ended_event(route, reason, record.age_s)
+            transcript = None
+            if record.job is not None and record.job.transcript and record.conversation_id:
+                # What Tavus kept (phoenix_rest): the conversation was ended above.
+                transcript = await fetch_transcript(self._tavus, record.conversation_id)
+            event = self._events.ended_event(route, reason, record.age_s, transcript)
             await self._records.write_outcome(
                 record.model_copy(update={"outcome": event}), lease_s=self._lease_s
             )

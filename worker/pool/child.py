@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import os
 import signal
@@ -19,12 +20,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import IO
+from typing import IO, Any
 
 import structlog
 
 from pipelines.errors import PipelineError, describe_error
 from pipelines.factory import (
+    BuiltPipeline,
     ServiceFactory,
     SessionSpec,
     TransportFactory,
@@ -32,6 +34,7 @@ from pipelines.factory import (
     build_pipeline,
 )
 from pipelines.session import SessionEnded, SessionOutcome, run_session
+from pipelines.transcript import TimedContext
 from worker.logs import REDACTOR, configure_logging
 from worker.pool.protocol import (
     ChildOutcome,
@@ -48,6 +51,7 @@ from worker.pool.protocol import (
     spec_from_dict,
     spec_secrets,
 )
+from worker.sessions.transcript import from_entries
 
 log = structlog.get_logger("worker.pool.child")
 
@@ -194,6 +198,7 @@ class ChildMain:
 
         # Analyzer state is per session: a session after the first builds its own.
         analyzers, self._analyzers = self._analyzers, None
+        built: BuiltPipeline | None = None
         try:
             services, transport_factory = self._hook(spec) if self._hook else (None, None)
             built = await build_pipeline(
@@ -214,7 +219,18 @@ class ChildMain:
             log.exception("child.session_error")
             message = f"the session process hit {type(exc).__name__} (see the worker log)"
             return Failed("pipeline_error", message, retryable=False)
-        return outcome_message(outcome)
+        transcript = pipeline_transcript(built) if start.transcript else None
+        return dataclasses.replace(outcome_message(outcome), transcript=transcript)
+
+
+def pipeline_transcript(built: BuiltPipeline | None) -> dict[str, Any] | None:
+    """What was said, from the session's LLM context: scrubbed (the spec's secrets are in
+    `REDACTOR` by now) and bounded, as a contract `Transcript`."""
+    if built is None or not isinstance(built.context, TimedContext):
+        return None
+    context = built.context
+    transcript = from_entries(context.entries(), "pipeline", started_at=context.created_at)
+    return transcript.model_dump(mode="json")
 
 
 def outcome_message(outcome: SessionOutcome) -> ChildOutcome:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -154,6 +155,7 @@ class ChildProcess:
         setup_timeout_s: float,
         avatar_timeout_s: float,
         participant_left_timeout_s: float,
+        transcript: bool = False,
     ) -> None:
         """Send the session to the child (secrets travel on stdin only); raises `ChildFailed`."""
         if self._session_started:
@@ -166,6 +168,7 @@ class ChildProcess:
             setup_timeout_s=setup_timeout_s,
             avatar_timeout_s=avatar_timeout_s,
             participant_left_timeout_s=participant_left_timeout_s,
+            transcript=transcript,
         )
         self._log.info("pool.session_sent", session_id=spec.session_id)
         if not await self._channel.send(start):
@@ -236,10 +239,7 @@ class ChildProcess:
             self._ready.set()
         elif isinstance(message, Ended | Failed):
             if isinstance(message, Failed):
-                message = Failed(
-                    message.code, self._redact(message.message), message.retryable,
-                    message.conversation_id,
-                )  # fmt: skip
+                message = dataclasses.replace(message, message=self._redact(message.message))
             self._outcome_at = now
             self._set_outcome(message)
 

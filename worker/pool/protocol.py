@@ -1,7 +1,8 @@
 """The JSON-lines protocol between the worker and a session process, and SessionSpec as JSON.
 
 Parent → child on stdin: `Start`, `Stop`. Child → parent on stdout: `Warm`, `Heartbeat`, `Ready`,
-then exactly one `Ended` or `Failed`. Secrets travel as plain strings in `Start` and nowhere else.
+then exactly one `Ended` or `Failed` (with the transcript, scrubbed and bounded, when `Start` asked
+for it). Secrets travel as plain strings in `Start` and nowhere else.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Start:
     setup_timeout_s: float
     avatar_timeout_s: float
     participant_left_timeout_s: float = 0.0
+    transcript: bool = False  # send the session's transcript with its outcome
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Ended:
     reason: str
     duration_s: float
     conversation_id: str | None = None
+    transcript: dict[str, Any] | None = None  # a contract `Transcript`, when `Start` asked
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class Failed:
     message: str
     retryable: bool
     conversation_id: str | None = None
+    transcript: dict[str, Any] | None = None  # a contract `Transcript`, when `Start` asked
 
 
 Command = Start | Stop

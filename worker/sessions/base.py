@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from worker.contract import EndReason, ResolvedMode, SessionJob
+from worker.contract import EndReason, ResolvedMode, SessionJob, Transcript
 
 
 class SessionFailure(Exception):
@@ -55,6 +55,11 @@ class LiveSession(Protocol):
 
     async def abandon(self) -> None:
         """Another worker owns the session now: drop what is local, touch no provider resource."""
+        ...
+
+    async def transcript(self) -> Transcript | None:
+        """What was said, once the session is released (asked only when the job wants it);
+        None when there is none to give."""
         ...
 
 

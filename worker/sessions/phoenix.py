@@ -14,9 +14,10 @@ from tavus.errors import NotFoundError
 from tavus.models import Conversation, ConversationProperties, CreateConversationRequest, Persona
 from tavus.models import PersonaDefinition as TavusPersonaDefinition
 from tavus.resolve import PersonaResolver, resolve_replica
-from worker.contract import EndReason, ResolvedMode, SessionJob
+from worker.contract import EndReason, ResolvedMode, SessionJob, Transcript
 from worker.sessions.base import Existing, ReadyInfo
 from worker.sessions.monitor import ConversationMonitor
+from worker.sessions.transcript import fetch_transcript, from_conversation
 
 log = structlog.get_logger(__name__)
 
@@ -101,11 +102,20 @@ class PhoenixSession:
             conversation_url=conversation.conversation_url,
         )
         self._released = False
+        self._ended: Conversation | None = None  # the verbose conversation, once Tavus ended it
 
     async def wait_end(self) -> EndReason:
         ended = await self._monitor.watch(self.conversation_id, self._name)
         self._released = True  # Tavus ended it: nothing left to release
+        self._ended = ended
         return end_reason_from(ended)
+
+    async def transcript(self) -> Transcript | None:
+        """What Tavus kept of the conversation (call it once the session is released): from the
+        verbose conversation the monitor fetched, else from a verbose GET now."""
+        return from_conversation(self._ended) or await fetch_transcript(
+            self._client, self.conversation_id
+        )
 
     async def abandon(self) -> None:
         self._monitor.unwatch(self.conversation_id)

@@ -21,7 +21,7 @@ from tavus.errors import NotFoundError, ProviderError
 from tavus.models import Persona
 from tavus.resolve import PersonaResolver, resolve_replica
 from worker.choices import service_choices
-from worker.contract import EndReason, ResolvedMode, SessionJob
+from worker.contract import EndReason, ResolvedMode, SessionJob, Transcript
 from worker.pool import ChildFailed, ChildProcess, Ended, PoolError, ProcessPool
 from worker.sessions.base import Existing, ReadyInfo, SessionFailure
 from worker.sessions.phoenix import delete_session_conversations, lookup_by_conversation_name
@@ -82,6 +82,13 @@ class PipecatDailySession:
             reason = outcome.reason if outcome.reason in CONTRACT_REASONS else "provider_ended"
             return reason  # type: ignore[return-value]
         raise SessionFailure(outcome.code, outcome.message, retryable=False)
+
+    async def transcript(self) -> Transcript | None:
+        """What was said, from the pipeline's context; it came with the child's outcome (None
+        when the process died before sending one)."""
+        outcome = self._child.outcome
+        sent = outcome.transcript if outcome is not None else None
+        return Transcript.model_validate(sent) if sent is not None else None
 
     async def abandon(self) -> None:
         self._released = True
@@ -183,6 +190,7 @@ class PipecatDailyRunner:
                 setup_timeout_s=self._setup_timeout_s,
                 avatar_timeout_s=self._avatar_timeout_s,
                 participant_left_timeout_s=job.participant_left_timeout_s or 0,
+                transcript=job.transcript,
             )
             conversation_id = await asyncio.wait_for(
                 proc.wait_ready(), self._setup_timeout_s + self._avatar_timeout_s + 5

@@ -104,8 +104,14 @@ class Settings(BaseSettings):
     # unset). "auto": on wherever pipecat_daily can run; "on"/"off" force it.
     worker_load_gate: Literal["auto", "on", "off"] = "auto"
     # pipecat_daily sessions per worker (within WORKER_MAX_SESSIONS); None: derived from the CPUs
-    # and memory the worker may use at 0.7 CPU and 300 MB per session.
+    # and memory the worker may use at 0.8 CPU and 300 MB per session.
     worker_max_pipecat_sessions: int | None = Field(None, ge=0, le=500)
+    # --- the Daily circuit breaker (worker.breaker; docs/operations.md "Daily outages") -------
+    # After this many Daily failures in a row (REST calls or the bot's join), auto jobs run as
+    # phoenix_rest and explicit pipecat_daily jobs fail fast for the cool-down; then one job tries
+    # Daily again. 0 turns the breaker off.
+    worker_daily_breaker_threshold: int = Field(3, ge=0, le=100)
+    worker_daily_breaker_cooldown_s: float = Field(60.0, gt=0)
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -44,8 +44,8 @@ def capacity(
 @pytest.mark.parametrize(
     ("cpus", "memory_mb", "expected"),
     [
-        (2, 24_000, 2),  # the bench box: (2 − 0.5) ÷ 0.7
-        (4, 8_192, 5),  # (4 − 0.5) ÷ 0.7
+        (2, 24_000, 1),  # the bench box: (2 − 0.5) ÷ 0.8
+        (4, 8_192, 4),  # (4 − 0.5) ÷ 0.8
         (16, 8_192, 18),  # memory binds: 8 GB × 2/3 ÷ 300 MB
         (1, 4_096, 1),  # never 0 where pipecat_daily runs: the load gate protects the one
     ],
@@ -53,7 +53,7 @@ def capacity(
 def test_pipecat_sessions_follow_cpus_and_memory(
     cpus: float, memory_mb: float, expected: int
 ) -> None:
-    """Without WORKER_MAX_PIPECAT_SESSIONS, a host takes (CPUs − 0.5) ÷ 0.7 pipecat_daily sessions,
+    """Without WORKER_MAX_PIPECAT_SESSIONS, a host takes (CPUs − 0.5) ÷ 0.8 pipecat_daily sessions,
     no more than two thirds of its memory holds at 300 MB each, and at least one."""
     assert default_pipecat_sessions(Host(cpus=cpus, memory_mb=memory_mb)) == expected
 

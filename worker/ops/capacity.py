@@ -47,8 +47,9 @@ MODES: tuple[ResolvedMode, ...] = (PIPECAT, PHOENIX)
 # bench/pipecat_capacity.py (docs/benchmarks.md): one session's Python side, with VAD, smart-turn
 # and the 1280×720 video relay, is 0.13-0.21 CPU-s/s and 209 MB RSS. daily-core's WebRTC work
 # (VP8 decode of the replica, VP8 encode for the user, Opus, RGB↔I420) cannot be measured
-# without a room; these planning figures add an allowance for it (see docs/operations.md).
-PIPECAT_SESSION_CPU = 0.7
+# without a room; ffmpeg's libvpx doing the same on that box took 0.45-0.65 CPU-s/s. These
+# planning figures add the upper end of that (see docs/operations.md).
+PIPECAT_SESSION_CPU = 0.8
 PIPECAT_SESSION_MEMORY_MB = 300
 RESERVED_CPUS = 0.5  # the worker process, the broker client, warm processes starting
 MEMORY_SHARE = 2 / 3  # leave a third of the memory free

@@ -16,6 +16,7 @@ from tavus._http import Observer, RetryPolicy
 from tavus.client import TavusClient
 from tavus.daily import DailyClient
 from tavus.resolve import PersonaResolver
+from worker.breaker import DailyBreaker
 from worker.broker import Broker, Topology
 from worker.choices import AllowedChoices
 from worker.contract import ResolvedMode
@@ -98,6 +99,7 @@ class WorkerApp:
         self.load_monitor: LoadMonitor | None = None
         self.status: StatusServer | None = None
         self.mode_availability: dict[str, str | None] = {}
+        self.daily_breaker: DailyBreaker | None = None  # when pipecat_daily can run
         self.view = AppView(self)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -146,10 +148,13 @@ class WorkerApp:
                     stack, client, daily, personas
                 )
             self.mode_availability = {"phoenix_rest": None, "pipecat_daily": unavailable}
+            if "pipecat_daily" in runners and s.worker_daily_breaker_threshold > 0:
+                self.daily_breaker = self._daily_breaker()
             modes = ModeResolver(
                 runners,
                 default_mode=s.tavus_avatar_mode,
                 unavailable={"pipecat_daily": unavailable} if unavailable else {},
+                breaker=self.daily_breaker,
             )
             await self.broker.connect()
             stack.push_async_callback(self.broker.aclose)
@@ -228,6 +233,18 @@ class WorkerApp:
             await self._stop.wait()
             await self._shutdown()
 
+    def _daily_breaker(self) -> DailyBreaker:
+        s = self.settings
+        return DailyBreaker(
+            threshold=s.worker_daily_breaker_threshold,
+            cool_down_s=s.worker_daily_breaker_cooldown_s,
+            # The longest a probe's start can take (Daily's retries, the pipeline's setup).
+            probe_timeout_s=s.provider_timeout_s * s.provider_retry_attempts
+            + s.pipeline_setup_timeout_s
+            + s.pipeline_avatar_timeout_s,
+            on_change=self.metrics.daily_breaker_changed,
+        )
+
     def _daily_client(self, stack: AsyncExitStack) -> DailyClient | None:
         s = self.settings
         if s.daily_api_key is None:
@@ -300,6 +317,7 @@ class WorkerApp:
                 s.worker_status_host,
                 s.worker_status_port,
                 reconnect_budget_s=s.worker_broker_reconnect_budget_s,
+                breaker=self.daily_breaker,
             )
             try:
                 await self.status.start()

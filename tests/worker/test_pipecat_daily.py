@@ -102,10 +102,11 @@ async def test_killed_session_process_fails_its_session_only(h: Harness) -> None
 
 
 async def test_daily_join_failure_fails_instead_of_a_silent_ready(h: Harness) -> None:
-    """A bot that cannot join the room is retried, then fails daily_join_failed, never ready,
-    and every attempt's room is deleted."""
+    """A pipecat_daily job whose bot cannot join the room is retried, then fails
+    daily_join_failed, never ready, and every attempt's room is deleted (in `auto` it would fall
+    back to phoenix_rest: tests/worker/test_daily_breaker.py)."""
     await start(h, hook="join_fails")
-    body = job()
+    body = job(mode="pipecat_daily")
     sid = body["session_id"]
     await h.publish(body)
     failed = await h.wait_for(sid, "failed", timeout_s=90)

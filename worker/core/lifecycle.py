@@ -12,6 +12,7 @@ import time
 import structlog
 
 from tavus.errors import ProviderError
+from worker.breaker import is_daily_outage
 from worker.broker import BrokerError
 from worker.contract import EndReason, EventError, Transcript
 from worker.core.claims import SessionClaims
@@ -229,14 +230,20 @@ class SessionLifecycle:
     async def _provision(
         self, state: SessionState, resolution: Resolution, existing: Existing | None
     ) -> tuple[LiveSession, str | None]:
-        """Start with the resolved runner; in `auto`, a Daily outage falls back to phoenix_rest."""
+        """Start with the resolved runner; in `auto`, a Daily outage (its REST calls, or the bot's
+        join) falls back to phoenix_rest. Every pipecat_daily start tells the Daily breaker how
+        Daily did."""
         assert state.runner is not None
+        breaker = self._modes.breaker if resolution.mode == "pipecat_daily" else None
         try:
-            return await self._start_unless_stopped(state, state.runner, existing), (
-                resolution.fallback_reason
-            )
-        except ProviderError as exc:
-            if not (resolution.fallback and exc.provider == "daily" and exc.retryable):
+            live = await self._start_unless_stopped(state, state.runner, existing)
+        except (ProviderError, SessionFailure) as exc:
+            is_outage = is_daily_outage(exc)
+            if breaker is not None and is_outage:
+                breaker.record_failure(exc.message)
+            elif breaker is not None and resolution.is_probe:
+                breaker.release_probe()
+            if not (resolution.fallback and is_outage):
                 raise
             reason = f"Daily is unavailable ({exc.message}); this session runs as phoenix_rest"
             log.warning("session.fallback", error=exc.message, code=exc.code)
@@ -247,6 +254,13 @@ class SessionLifecycle:
             fallback_existing = await resolution.fallback.lookup(state.job)
             live = await self._start_unless_stopped(state, resolution.fallback, fallback_existing)
             return live, reason
+        except BaseException:  # stopped or cancelled while starting: it told nothing about Daily
+            if breaker is not None and resolution.is_probe:
+                breaker.release_probe()
+            raise
+        if breaker is not None:
+            breaker.record_success()
+        return live, resolution.fallback_reason
 
     async def _start_unless_stopped(
         self, state: SessionState, runner: SessionRunner, existing: Existing | None

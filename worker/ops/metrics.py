@@ -22,16 +22,22 @@ parent calls these methods, so one process owns every figure and no multiprocess
     avatar_worker_max_sessions, avatar_worker_draining, avatar_worker_broker_connected   gauges
     avatar_worker_mode_max_sessions{mode}, avatar_worker_mode_free_slots{mode}          gauges
     avatar_worker_load_gate                                gauge  the gate's CPU threshold (0: off)
+    avatar_worker_daily_breaker_state{state}               gauge  1 for the Daily breaker's state
+    avatar_worker_daily_breaker_failures                   gauge  Daily failures in a row
+    avatar_worker_daily_breaker_transitions_total{to}      counter  open | half_open | closed
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from worker.breaker import BreakerSnapshot
 
 log = structlog.get_logger("worker.ops.metrics")
 
@@ -41,6 +47,7 @@ UNKNOWN_MODE = "unknown"  # an event published before the mode was resolved (e.g
 TRANSPORT_STATUS = "transport"  # the provider never answered (connect/read failure, timeout)
 DEAD_LETTER_KINDS = ("invalid_job", "exhausted", "internal")
 DeadLetterKind = Literal["invalid_job", "exhausted", "internal"]
+BREAKER_STATES = ("closed", "open", "half_open")  # worker.breaker.STATES
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 READY_BUCKETS_S = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120)
@@ -150,6 +157,20 @@ class Metrics:
         self.load_gate = self._gauge(
             "load_gate", "CPU load at which pipecat_daily intake pauses (0: the gate is off)."
         )
+        self.daily_breaker_state = self._gauge(
+            "daily_breaker_state",
+            "1 for the Daily circuit breaker's state (open: auto jobs skip Daily).",
+            ["state"],
+        )
+        self.daily_breaker_failures = self._gauge(
+            "daily_breaker_failures",
+            "Daily failures in a row (the breaker opens at its threshold).",
+        )
+        self.daily_breaker_transitions = self._counter(
+            "daily_breaker_transitions",
+            "The Daily circuit breaker's changes of state (half_open: a probe tried Daily).",
+            ["to"],
+        )
 
     # --- what the app calls ------------------------------------------------------------------
     def observe_event(self, event: Mapping[str, Any]) -> None:
@@ -241,6 +262,16 @@ class Metrics:
         for mode, value in free_by_mode.items():
             self.mode_free_slots.labels(mode).set(value)
         self.load_gate.set(load_gate or 0.0)
+
+    def daily_breaker_changed(self, state: str) -> None:
+        """The Daily breaker opened, sent a probe (half_open) or closed."""
+        self.daily_breaker_transitions.labels(state).inc()
+
+    def set_daily_breaker(self, snapshot: BreakerSnapshot) -> None:
+        """The Daily breaker's state and its failures in a row."""
+        for state in BREAKER_STATES:
+            self.daily_breaker_state.labels(state).set(1.0 if snapshot.state == state else 0.0)
+        self.daily_breaker_failures.set(snapshot.consecutive_failures)
 
     def render(self) -> bytes:
         """Every series in the Prometheus text format (`CONTENT_TYPE`)."""

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
+from worker.breaker import DailyBreaker
 from worker.ops.capacity import MODES, Capacity
 from worker.ops.metrics import CONTENT_TYPE, UNKNOWN_MODE, Metrics
 
@@ -102,7 +103,10 @@ def capacity_document(capacity: Capacity) -> dict[str, Any]:
 
 
 def status_document(
-    view: WorkerView, reconnect_budget_s: float, capacity: Capacity | None = None
+    view: WorkerView,
+    reconnect_budget_s: float,
+    capacity: Capacity | None = None,
+    breaker: DailyBreaker | None = None,
 ) -> dict[str, Any]:
     """The /status JSON: everything an operator asks about one worker."""
     health, readiness = health_problems(view, reconnect_budget_s), readiness_problems(view)
@@ -135,10 +139,17 @@ def status_document(
     }
     if capacity is not None:
         document["capacity"] = capacity_document(capacity)
+    if breaker is not None:
+        document["daily_breaker"] = breaker.snapshot().to_json()
     return document
 
 
-def refresh_gauges(metrics: Metrics, view: WorkerView, capacity: Capacity | None = None) -> None:
+def refresh_gauges(
+    metrics: Metrics,
+    view: WorkerView,
+    capacity: Capacity | None = None,
+    breaker: DailyBreaker | None = None,
+) -> None:
     """Copy the worker's state into the metrics' gauges (done on every scrape)."""
     by_mode: dict[str, int] = {}
     for _, mode, _, _ in view.sessions:
@@ -159,6 +170,8 @@ def refresh_gauges(metrics: Metrics, view: WorkerView, capacity: Capacity | None
             {mode: capacity.free_for(mode) for mode in MODES},
             capacity.plan.cpu_threshold,
         )
+    if breaker is not None:
+        metrics.set_daily_breaker(breaker.snapshot())
 
 
 class StatusServer:
@@ -173,9 +186,11 @@ class StatusServer:
         *,
         reconnect_budget_s: float = DEFAULT_RECONNECT_BUDGET_S,
         capacity: Capacity | None = None,
+        breaker: DailyBreaker | None = None,
     ) -> None:
         self._view = view
         self.capacity = capacity  # per-mode room for /status and /metrics, when the app has one
+        self.breaker = breaker  # the Daily circuit breaker, when pipecat_daily can run
         self._metrics = metrics
         self._host = host
         self._requested_port = port
@@ -226,11 +241,11 @@ class StatusServer:
 
     async def _status(self, _request: web.Request) -> web.Response:
         return web.json_response(
-            status_document(self._view, self.reconnect_budget_s, self.capacity)
+            status_document(self._view, self.reconnect_budget_s, self.capacity, self.breaker)
         )
 
     async def _metrics_page(self, _request: web.Request) -> web.Response:
-        refresh_gauges(self._metrics, self._view, self.capacity)
+        refresh_gauges(self._metrics, self._view, self.capacity, self.breaker)
         response = web.Response(body=self._metrics.render())
         response.headers["Content-Type"] = CONTENT_TYPE
         return response

@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --wait: exit at `ready` (or failed/expired); the session keeps running",
     )
+    enqueue.add_argument(
+        "--transcript",
+        action="store_true",
+        default=None,
+        help="ask for the session's transcript in its outcome (with --wait: printed at the end)",
+    )
     enqueue.add_argument("--timeout-s", type=float, default=600.0)
 
     stop = sub.add_parser("stop", help="end a session wherever it runs")
@@ -114,6 +120,7 @@ def _job_from_args(args: argparse.Namespace) -> SessionJob:
         "language",
         "max_duration_s",
         "user_name",
+        "transcript",
     ):
         value = getattr(args, key, None)
         if value is not None:
@@ -147,7 +154,7 @@ async def _enqueue_and_wait(
 ) -> int:
     """`enqueue --wait`: the events on direct reply-to, up to `ready` or to the session's end."""
     from worker.client import NoReplyError, open_session
-    from worker.client_tools import describe_event
+    from worker.client_tools import describe_event, describe_transcript
 
     print(f"enqueued {job.session_id}; waiting for its events", flush=True)
     loop = asyncio.get_running_loop()
@@ -161,6 +168,8 @@ async def _enqueue_and_wait(
                 async for reply in call.follow(timeout_s=max(deadline - loop.time(), 0.0)):
                     print(describe_event(reply.event), flush=True)
                     last = reply
+            for line in describe_transcript(last.event.get("transcript")):
+                print(line, flush=True)
     except NoReplyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

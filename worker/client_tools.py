@@ -95,3 +95,20 @@ def describe_event(event: dict[str, Any]) -> str:
         err = event["error"]
         parts.append(f"error={err.get('code')}: {err.get('message')}")
     return "  ".join(parts)
+
+
+def describe_transcript(transcript: dict[str, Any] | None) -> list[str]:
+    """An outcome's transcript as lines for a person (`enqueue --wait --transcript`); none when
+    the event carries no transcript."""
+    if transcript is None:
+        return []
+    turns = transcript.get("turns") or []
+    head = f"transcript ({transcript.get('source')}, {len(turns)} turns"
+    if transcript.get("truncated"):
+        head += f"; truncated, {transcript.get('dropped_turns', 0)} oldest dropped"
+    lines = [head + "):"]
+    for turn in turns:
+        offset = turn.get("seconds_from_start")
+        when = f"{offset:7.1f}s" if isinstance(offset, int | float) else " " * 8
+        lines.append(f"  {when}  {turn.get('speaker', '?'):<9}  {turn.get('text', '')}")
+    return lines

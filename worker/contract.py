@@ -19,6 +19,8 @@ from pydantic import (
     field_validator,
 )
 
+from tavus.languages import language_name
+
 CONTRACT_VERSION = 1
 MAX_JOB_BYTES = 64 * 1024
 MAX_METADATA_BYTES = 8 * 1024
@@ -102,7 +104,9 @@ class SessionJob(_Strict):
     metadata: dict[str, Any] = Field(default_factory=dict)
     pipeline: PipelineChoices | None = None
     # True: the outcome (`ended`/`failed`) carries the session's transcript (`Transcript`).
-    transcript: bool = Field(default=False, strict=True)
+    # None (absent) means false and stays out of what the worker writes (its session records),
+    # so workers that predate the field still read those.
+    transcript: bool | None = Field(default=None, strict=True)
 
     @field_validator("not_after", mode="before")
     @classmethod
@@ -110,6 +114,21 @@ class SessionJob(_Strict):
         if value is not None and not isinstance(value, str):
             raise ValueError("must be an RFC 3339 timestamp string, e.g. 2026-05-01T12:00:00Z")
         return value
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str | None) -> str | None:
+        """A Tavus language name or its ISO code, any case, kept as the Tavus name: the same
+        language in both modes (`tavus.languages`)."""
+        if value is None:
+            return None
+        name = language_name(value)
+        if name is None:
+            raise ValueError(
+                f"unknown language {value[:64]!r}: use a Tavus language name (english, spanish,"
+                " german, ..., multilingual) or its ISO 639-1 code (en, es, de, ...)"
+            )
+        return name
 
     @field_validator("metadata")
     @classmethod

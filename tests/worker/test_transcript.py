@@ -11,6 +11,7 @@ import pytest
 
 from tests.reliability.env import poll_until
 from tests.worker.harness import TAVUS_KEY, Harness, job
+from tests.worker.test_cli import run_cli
 from tests.worker.test_pipecat_daily import start as start_pipecat
 from worker.contract import TRANSCRIPT_MAX_TURNS
 
@@ -159,3 +160,24 @@ async def test_pipecat_daily_session_ends_with_the_pipelines_own_transcript(h: H
     assert transcript["source"] == "pipeline"
     assert said(ended) == [("assistant", "Hello there.")]
     assert transcript["turns"][0]["at"] and transcript["turns"][0]["seconds_from_start"] >= 0
+
+
+async def test_enqueue_wait_transcript_prints_the_transcript_at_the_end(h: Harness) -> None:
+    """`avatar-worker enqueue --wait --transcript` prints the events, then the transcript's
+    turns with their offsets once the session has ended."""
+    await h.start_worker()
+    enqueue = asyncio.create_task(
+        run_cli(h, "enqueue", "--session-id", f"{h.prefix}-cli", "--wait", "--transcript")
+    )
+    ready = await h.wait_for(f"{h.prefix}-cli", "ready")
+    cid = ready["conversation_id"]
+    h.sim.join(cid)
+    h.sim.say(cid, "user", "Tell me a joke.")
+    await h.stop_session(f"{h.prefix}-cli")
+    code, out, err = await enqueue
+    assert code == 0, err
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines[1:4]] == ["accepted", "ready", "ended"]
+    assert lines[4] == "transcript (tavus, 1 turns):"
+    offset, *turn = lines[5].split()
+    assert offset.endswith("s") and turn == ["user", "Tell", "me", "a", "joke."]

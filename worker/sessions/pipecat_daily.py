@@ -190,7 +190,7 @@ class PipecatDailyRunner:
                 setup_timeout_s=self._setup_timeout_s,
                 avatar_timeout_s=self._avatar_timeout_s,
                 participant_left_timeout_s=job.participant_left_timeout_s or 0,
-                transcript=job.transcript,
+                transcript=bool(job.transcript),
             )
             conversation_id = await asyncio.wait_for(
                 proc.wait_ready(), self._setup_timeout_s + self._avatar_timeout_s + 5

@@ -11,7 +11,11 @@ from typing import Any
 from pydantic import SecretStr
 
 from tavus.sim import ANNA_REPLICA_ID, TRAINING_REPLICA_ID
+from tests.ops.fake_worker import FakeWorkerView
+from worker.breaker import DailyBreaker
 from worker.ops.doctor import Probes, add_doctor_parser, run_doctor
+from worker.ops.metrics import Metrics
+from worker.ops.status import StatusServer
 from worker.settings import Settings
 
 TAVUS_KEY = "test-tavus-key-0123456789"  # what the `sim` fixture accepts
@@ -38,7 +42,7 @@ def settings_for(sim: Any, amqp_url: str, **overrides: Any) -> Settings:
         "cartesia_api_key": None,
         "amqp_url": SecretStr(amqp_url),
     }
-    return Settings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
+    return Settings(_env_file=None, **(values | overrides))
 
 
 async def doctor(settings: Settings, probe: Probes | None = None) -> tuple[int, list[str]]:
@@ -235,3 +239,75 @@ async def test_every_broker_node_is_checked_and_named(sim: Any, broker_url: str)
     assert fix_after(lines, "broker 2/2").startswith("fix: start RabbitMQ")
     assert code == 1
     assert lines[-1] == "doctor: NOT READY: fix the ✗ lines above (broker 2/2)"
+
+
+async def _broker_ok(_url: str, _timeout_s: float) -> None:
+    return None
+
+
+async def doctor_next_to(sim: Any, breaker: DailyBreaker | None) -> tuple[int, list[str]]:
+    """The doctor of a pipecat_daily configuration, run next to a worker whose status server
+    serves `breaker` (the broker check answered by a stand-in: not what these tests are about)."""
+    server = StatusServer(FakeWorkerView(), Metrics(), "127.0.0.1", 0, breaker=breaker)
+    await server.start()
+    try:
+        settings = settings_for(
+            sim,
+            "amqp://guest:guest@127.0.0.1:5672/",
+            daily_api_key=SecretStr(DAILY_KEY),
+            worker_status_host="0.0.0.0",
+            worker_status_port=server.port,
+            **PIPELINE_KEYS,
+        )
+        probe = Probes(broker=_broker_ok, daily_python=lambda: (True, None))
+        return await doctor(settings, probe)
+    finally:
+        await server.aclose()
+
+
+def tripped_breaker(threshold: int = 3) -> DailyBreaker:
+    breaker = DailyBreaker(threshold=threshold, cool_down_s=60, probe_timeout_s=30)
+    for _ in range(threshold):
+        breaker.record_failure("Daily answered 503 to POST /rooms")
+    return breaker
+
+
+async def test_an_open_daily_breaker_on_the_worker_is_shown_with_what_to_check(sim: Any) -> None:
+    """Next to a worker whose Daily breaker is open, the doctor says so, what it means for jobs
+    and what to check; phoenix_rest still runs, so the exit code stays 0."""
+    code, lines = await doctor_next_to(sim, tripped_breaker())
+    assert code == 0
+    shown = line(lines, "daily breaker")
+    assert shown.startswith(
+        "✗ daily breaker open on worker w-test-1 after 3 Daily failures in a row"
+        " (last: Daily answered 503 to POST /rooms): auto jobs run as phoenix_rest"
+    )
+    assert "tried again in about" in shown
+    assert fix_after(lines, "daily breaker").startswith("fix: check Daily's status")
+
+
+async def test_a_closed_daily_breaker_is_shown_with_its_rule(sim: Any) -> None:
+    """Next to a healthy worker the doctor shows the breaker closed and when it would open."""
+    breaker = DailyBreaker(threshold=3, cool_down_s=60, probe_timeout_s=30)
+    _, lines = await doctor_next_to(sim, breaker)
+    assert line(lines, "daily breaker") == (
+        "✓ daily breaker closed on worker w-test-1 (opens after 3 Daily failures in a row, for 60 s)"
+    )
+
+
+async def test_without_a_worker_nearby_the_breaker_line_says_where_it_looked(sim: Any) -> None:
+    """With no worker answering on WORKER_STATUS_PORT, the line says where it looked, not ✗."""
+    port = closed_port()
+    settings = settings_for(
+        sim,
+        "amqp://guest:guest@127.0.0.1:5672/",
+        daily_api_key=SecretStr(DAILY_KEY),
+        worker_status_port=port,
+        **PIPELINE_KEYS,
+    )
+    probe = Probes(broker=_broker_ok, daily_python=lambda: (True, None))
+    _, lines = await doctor(settings, probe)
+    assert line(lines, "daily breaker") == (
+        "– daily breaker opens after 3 Daily failures in a row, for 60 s;"
+        f" no worker at http://127.0.0.1:{port}/status"
+    )

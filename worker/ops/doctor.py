@@ -1,7 +1,8 @@
 """`avatar-worker doctor`: checks the configuration and what it points at (broker, Tavus, the
-default replica, Daily, daily-python, the pipeline's keys), one line each with a fix, and says which
-mode `auto` will pick. Exit 0 when everything phoenix_rest needs is fine (and, when
-TAVUS_AVATAR_MODE=pipecat_daily, everything that needs too). No secret is printed.
+default replica, Daily, daily-python, the pipeline's keys), one line each with a fix, says which
+mode `auto` will pick, and shows the Daily breaker of the worker next to it (its /status). Exit 0
+when everything phoenix_rest needs is fine (and, when TAVUS_AVATAR_MODE=pipecat_daily, everything
+that needs too). No secret is printed.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 import aio_pika
+import aiohttp
 import aiormq
 
 from pipelines.availability import daily_availability
@@ -54,12 +56,28 @@ async def connect_broker(url: str, timeout_s: float) -> None:
     await connection.close()
 
 
+async def fetch_worker_status(url: str, timeout_s: float) -> dict[str, Any] | None:
+    """A running worker's /status document; None when no worker answers at `url`."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http,
+            http.get(url) as response,
+        ):
+            if response.status != 200:
+                return None
+            document: dict[str, Any] = await response.json()
+            return document
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
 @dataclass(frozen=True)
 class Probes:
-    """What the doctor reaches outside HTTP, replaceable in tests."""
+    """What the doctor reaches outside the providers' APIs, replaceable in tests."""
 
     broker: Callable[[str, float], Awaitable[None]] = connect_broker
     daily_python: Callable[[], tuple[bool, str | None]] = field(default=daily_availability)
+    worker_status: Callable[[str, float], Awaitable[dict[str, Any] | None]] = fetch_worker_status
 
 
 async def run_doctor(
@@ -94,6 +112,10 @@ async def run_doctor(
     for check in daily_checks:
         emit(_required(check if is_wanted else _as_skip(check), pipecat_required))
     emit(_mode_check(settings, daily_checks))
+    if is_wanted:
+        url = _status_url(settings)
+        status = None if url is None else await probes.worker_status(url, timeout_s)
+        emit(_breaker_check(settings, url, status))
     failed = [c for c in checks if c.required and c.verdict == "fail"]
     print(_redact(_summary(failed, daily_checks), secrets), file=out, flush=True)
     return 1 if failed else 0
@@ -297,6 +319,46 @@ def _mode_check(settings: Settings, daily_checks: list[Check]) -> Check:
     if why_not is None:
         return Check("mode", "ok", "auto → pipecat_daily (phoenix_rest when Daily is down)")
     return Check("mode", "ok", f"auto → phoenix_rest: pipecat_daily cannot run ({why_not})")
+
+
+def _status_url(settings: Settings) -> str | None:
+    """Where this configuration's worker serves /status (None: off, or a port picked at start)."""
+    if not settings.worker_status_enabled or settings.worker_status_port == 0:
+        return None
+    host = settings.worker_status_host
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.worker_status_port}/status"
+
+
+def _breaker_check(settings: Settings, url: str | None, status: dict[str, Any] | None) -> Check:
+    """The Daily breaker (`worker.breaker`) of the worker at `url`, or what the settings say."""
+    name, threshold = "daily breaker", settings.worker_daily_breaker_threshold
+    cool_down_s = settings.worker_daily_breaker_cooldown_s
+    if threshold == 0:
+        return Check(name, "skip", "WORKER_DAILY_BREAKER_THRESHOLD=0: no breaker")
+    rule = f"opens after {threshold} Daily failures in a row, for {cool_down_s:g} s"
+    if url is None or status is None:
+        where = (
+            "no status server to ask (WORKER_STATUS_*)" if url is None else f"no worker at {url}"
+        )
+        hint = "run the doctor next to a worker (`kubectl exec`, `docker compose exec`) to see it"
+        return Check(name, "skip", f"{rule}; {where}", hint)
+    worker, breaker = status.get("worker_id", "?"), status.get("daily_breaker")
+    if not isinstance(breaker, dict):
+        return Check(name, "skip", f"worker {worker} runs none (no pipecat_daily there)")
+    if breaker.get("state") == "closed":
+        return Check(name, "ok", f"closed on worker {worker} ({rule})")
+    if breaker.get("state") == "half_open":
+        return Check(name, "ok", f"half-open on worker {worker}: one session is trying Daily")
+    return Check(
+        name,
+        "fail",
+        f"open on worker {worker} after {breaker.get('consecutive_failures')} Daily failures in a"
+        f" row (last: {breaker.get('last_failure')}): auto jobs run as phoenix_rest, pipecat_daily"
+        f" jobs fail; Daily is tried again in about {breaker.get('retry_in_s')} s",
+        "check Daily's status and that this host reaches DAILY_API_URL; the breaker closes by"
+        " itself once a probe gets through",
+    )
 
 
 def _provider_hint(exc: ProviderError, prefix: Literal["TAVUS", "DAILY"]) -> str:

@@ -13,20 +13,7 @@ from pipelines.config import (
     TavusAvatarConfig,
     TavusConversationOptions,
 )
-
-# Tavus/Pipecat language names → (Deepgram language, Cartesia language); ISO codes pass through.
-_LANGUAGES: dict[str, tuple[str, str | None]] = {
-    "english": ("en", "en"),
-    "multilingual": ("multi", None),
-    "spanish": ("es", "es"),
-    "french": ("fr", "fr"),
-    "german": ("de", "de"),
-    "italian": ("it", "it"),
-    "portuguese": ("pt", "pt"),
-    "dutch": ("nl", "nl"),
-    "japanese": ("ja", "ja"),
-    "hindi": ("hi", "hi"),
-}
+from tavus.languages import language_code, language_name
 
 
 @dataclass(frozen=True)
@@ -80,10 +67,14 @@ class SessionSpec:
 
 
 def language_codes(language: str | None) -> tuple[str | None, str | None]:
-    """The (Deepgram, Cartesia) language codes for a job's ``language``; None keeps the default."""
+    """The (Deepgram, Cartesia) language codes for a job's ``language`` (a Tavus language name
+    or its ISO code, `tavus.languages`); None keeps the default. multilingual: Deepgram detects
+    the language, Cartesia keeps its default (it has no "any")."""
     if not language:
         return None, None
-    name = language.strip().lower()
-    if name in _LANGUAGES:
-        return _LANGUAGES[name]
-    return name, name
+    name = language_name(language)
+    if name is None:  # not from a job (the contract refuses unknown languages): as given
+        code = language.strip().lower()
+        return code, code
+    code = language_code(name)
+    return code, None if code == "multi" else code

@@ -34,6 +34,7 @@ from worker.ops.metrics import Metrics
 from worker.ops.status import StatusServer
 from worker.sessions.base import SessionRunner
 from worker.sessions.monitor import ConversationMonitor
+from worker.sessions.persona_lock import PersonaLocks
 from worker.sessions.phoenix import PhoenixRunner
 from worker.settings import Settings, StartupError
 from worker.view import AppView
@@ -89,7 +90,7 @@ class WorkerApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.broker = Broker(settings.amqp_url.get_secret_value(), Topology.from_settings(settings))
-        self.records = SessionRecords(self.broker)
+        self.records = SessionRecords(self.broker, replicated=settings.records_replicated())
         self.claims = SessionClaims(self.broker, self.records)
         self.sessions: SessionManager | None = None
         self.intake: Intake | None = None
@@ -131,7 +132,7 @@ class WorkerApp:
             stack.push_async_callback(client.aclose)
             monitor = ConversationMonitor(client, interval_s=s.worker_poll_interval_s)
             stack.push_async_callback(monitor.aclose)
-            personas = PersonaResolver(client)
+            personas = PersonaResolver(client, shared_lock=PersonaLocks(self.broker).hold)
             phoenix = PhoenixRunner(
                 client,
                 monitor,

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # A session's record is re-checked by a reaper this often; a dead worker's session gets its
     # outcome within about this long even when nothing of it is left at the providers.
     worker_session_lease_s: float = Field(60.0, gt=0)
+    # Session record queues: quorum (replicated on 3 nodes) or classic (one node). `auto`: quorum
+    # when AMQP_URL lists several nodes. Every worker of a deployment must use the same type.
+    worker_record_queues: Literal["auto", "quorum", "classic"] = "auto"
 
     # --- operating it -------------------------------------------------------------------------
     worker_status_enabled: bool = True
@@ -177,6 +180,12 @@ class Settings(BaseSettings):
         values = [s.get_secret_value() for s in secrets if s is not None]
         values.extend(self.amqp_nodes().passwords())
         return [v for v in values if len(v) >= 4]
+
+    def records_replicated(self) -> bool:
+        """Whether session records go in quorum queues (WORKER_RECORD_QUEUES)."""
+        if self.worker_record_queues == "auto":
+            return len(self.amqp_nodes().nodes) > 1
+        return self.worker_record_queues == "quorum"
 
     def amqp_nodes(self) -> AmqpNodes:
         """The broker nodes AMQP_URL names (one, or a cluster's)."""

@@ -115,16 +115,27 @@ def parse_record(body: bytes) -> SessionRecord | None:
 class SessionRecords:
     """Each session's record in its own quorum queue: open, write, re-arm, read, finish."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, *, replicated: bool = True) -> None:
         self._broker = broker
+        self._replicated = replicated
         self.topo = broker.topo
         self._channel: AbstractRobustChannel | None = None
         self._bookkeeping = asyncio.Semaphore(BOOKKEEPING_CONCURRENCY)
 
     def arguments(self) -> dict[str, Any]:
+        """Replicated: a quorum queue on 3 nodes whose lapsed record reaches the `lost` queue at
+        least once, whatever node fails. Otherwise a classic queue on one node (a single broker
+        gains nothing from replicas and saves a Raft group per session)."""
+        expiry = {"x-expires": RECORD_EXPIRES_S * 1000}
+        if not self._replicated:
+            return {
+                **expiry,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": self.topo.lost_queue,
+            }
         return {
             **QUORUM,
-            "x-expires": RECORD_EXPIRES_S * 1000,
+            **expiry,
             "x-delivery-limit": LOOKS_ALLOWED,
             **dead_lettering_to("", self.topo.lost_queue),
         }

@@ -5,9 +5,11 @@ with few provider calls (small TTL caches) and failing with a message that says 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Generic, TypeVar
 
 import structlog
@@ -17,6 +19,9 @@ from tavus.errors import NotFoundError, ReplicaNotUsableError, RequestRejectedEr
 from tavus.models import CreatePersonaRequest, Persona, PersonaDefinition, Replica, ReplicaStatus
 
 V = TypeVar("V")
+# Held across processes while one persona definition is found or created: given the definition's
+# content hash, an async context manager that is entered once nobody else holds that hash.
+SharedLock = Callable[[str], AbstractAsyncContextManager[None]]
 
 REPLICA_TTL_S = 300.0
 PERSONA_TTL_S = 600.0
@@ -143,7 +148,8 @@ class PersonaResolver:
 
     The definition's content hash is embedded in the persona name (``"Coach [aw:1a2b3c4d5e6f]"``)
     so any worker finds the persona another one created; concurrent ``ensure`` calls for one
-    definition create at most one persona.
+    definition create at most one persona: within this process by a lock per definition, across
+    processes by ``shared_lock`` (the worker's is held on the broker), when one is given.
     """
 
     def __init__(
@@ -152,8 +158,10 @@ class PersonaResolver:
         *,
         ttl_s: float = PERSONA_TTL_S,
         clock: Callable[[], float] = time.monotonic,
+        shared_lock: SharedLock | None = None,
     ) -> None:
         self._client = client
+        self._shared_lock = shared_lock
         self._by_hash: TTLCache[Persona] = TTLCache(ttl_s, clock=clock)
         self._by_id: TTLCache[Persona] = TTLCache(ttl_s, clock=clock)
         self._locks: dict[str, asyncio.Lock] = {}
@@ -172,7 +180,9 @@ class PersonaResolver:
             cached = self._by_hash.get(digest)
             if cached is not None:
                 return cached
-            persona = await self._find(digest) or await self._create(defn)
+            shared = self._shared_lock(digest) if self._shared_lock else contextlib.nullcontext()
+            async with shared:
+                persona = await self._find(digest) or await self._create(defn)
             self._remember(digest, persona)
             return persona
 

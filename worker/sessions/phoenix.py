@@ -16,6 +16,7 @@ from tavus.models import PersonaDefinition as TavusPersonaDefinition
 from tavus.resolve import PersonaResolver, resolve_replica
 from worker.contract import EndReason, ResolvedMode, SessionJob, Transcript
 from worker.sessions.base import Existing, ReadyInfo
+from worker.sessions.character import DEFAULT_PERSONA
 from worker.sessions.monitor import ConversationMonitor
 from worker.sessions.transcript import fetch_transcript, from_conversation
 
@@ -208,4 +209,4 @@ class PhoenixRunner:
             return await self._personas.get(job.persona_id)
         if job.persona:
             return await self._personas.ensure(TavusPersonaDefinition(**job.persona.model_dump()))
-        return None
+        return await self._personas.ensure(DEFAULT_PERSONA)  # the character pipecat_daily has

@@ -24,11 +24,11 @@ from worker.choices import service_choices
 from worker.contract import EndReason, ResolvedMode, SessionJob, Transcript
 from worker.pool import ChildFailed, ChildProcess, Ended, PoolError, ProcessPool
 from worker.sessions.base import Existing, ReadyInfo, SessionFailure
+from worker.sessions.character import DEFAULT_SYSTEM_PROMPT
 from worker.sessions.phoenix import delete_session_conversations, lookup_by_conversation_name
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_SYSTEM_PROMPT = "You are a friendly, concise video assistant. Keep answers short."
 ROOM_EXP_MARGIN_S = 120
 CHILD_STOP_GRACE_S = 10.0
 CONTRACT_REASONS: set[str] = {

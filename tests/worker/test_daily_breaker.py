@@ -51,8 +51,8 @@ async def metrics_of(app: WorkerApp) -> str:
 async def test_a_burst_during_a_daily_outage_runs_as_phoenix_rest_after_the_first_failures(
     h: Harness,
 ) -> None:
-    """During a Daily outage only the first jobs try Daily; once two have failed the breaker
-    opens and the rest of a burst of `auto` jobs goes straight to phoenix_rest, saying why."""
+    """During a Daily outage only the first jobs of a burst try Daily; once two have failed the
+    breaker opens and the rest of the `auto` jobs go straight to phoenix_rest, saying why."""
     app = await start(
         h,
         worker_max_sessions=2,
@@ -69,14 +69,17 @@ async def test_a_burst_during_a_daily_outage_runs_as_phoenix_rest_after_the_firs
         await h.stop_session(body["session_id"])
     assert all(r["mode"] == "phoenix_rest" and r["conversation_url"] for r in readies)
     tried_daily = [b["session_id"] for b in burst if daily_calls_for(h, b["session_id"]) > 0]
-    assert len(tried_daily) == 2, tried_daily  # the two the worker took first
+    # The jobs taken before the second failure was counted: the first two, and a third when a
+    # slot freed before the second one's Daily retries ran out.
+    assert tried_daily == [b["session_id"] for b in burst[: len(tried_daily)]]
+    assert 2 <= len(tried_daily) <= 3, tried_daily
     for body, ready in zip(burst, readies, strict=True):
         if body["session_id"] in tried_daily:
             assert "Daily is unavailable" in ready["fallback_reason"]
             assert h.statuses(body["session_id"])[:2] == ["accepted", "ready"]  # no retrying
         else:
             assert "Daily's circuit breaker is open" in ready["fallback_reason"]
-            assert "after 2 Daily failures in a row" in ready["fallback_reason"]
+            assert "Daily failures in a row" in ready["fallback_reason"]
     breaker = (await status_of(app))["daily_breaker"]
     assert breaker["state"] == "open" and breaker["opened_total"] == 1  # one cool-down, no probe
     assert 'avatar_worker_daily_breaker_state{state="open"} 1.0' in await metrics_of(app)

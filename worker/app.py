@@ -216,7 +216,9 @@ class WorkerApp:
                         records=self.records,
                         sessions=self.sessions,
                         lease_s=s.worker_session_lease_s,
-                    ),
+                    )
+                    if s.worker_adopt_sessions
+                    else None,
                 )
                 await self.reaper.watch_leases()
                 reaper_task = asyncio.create_task(self.reaper.run(), name="reaper")

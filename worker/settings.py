@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     # Session record queues: quorum (replicated on 3 nodes) or classic (one node). `auto`: quorum
     # when AMQP_URL lists several nodes. Every worker of a deployment must use the same type.
     worker_record_queues: Literal["auto", "quorum", "classic"] = "auto"
+    # Adopt the live phoenix_rest sessions of a worker that died (their calls go on); false: end
+    # them as worker_lost, as a worker without adoption would.
+    worker_adopt_sessions: bool = True
 
     # --- operating it -------------------------------------------------------------------------
     worker_status_enabled: bool = True

@@ -292,8 +292,9 @@ async def test_outage_while_a_burst_of_jobs_is_being_taken_fails_none_of_them(
 
 @pytest.mark.slow
 async def test_reaper_still_sweeps_after_its_worker_had_an_outage(h: ReliabilityHarness) -> None:
-    """A worker whose broker link was down for 2 s (mid-sweep) keeps reaping afterwards: a session
-    orphaned later by a SIGKILLed worker process still ends as worker_lost."""
+    """A worker whose broker link was down for 2 s (mid-sweep) keeps reaping afterwards: a live
+    session orphaned later by a SIGKILLed worker process is adopted by it, and ends once, when
+    stopped."""
     victim = await h.spawn_worker_process()
     body = job()
     sid = body["session_id"]
@@ -310,8 +311,13 @@ async def test_reaper_still_sweeps_after_its_worker_had_an_outage(h: Reliability
     await asyncio.sleep(0.5)
     victim.send_signal(signal.SIGKILL)
     await victim.wait()
+    sessions = app.sessions
+    assert sessions is not None
+    assert await poll_until(lambda: sessions.is_live(sid), 15), h.statuses(sid)
+    assert h.sim.conversations[ready["conversation_id"]].status == "active"  # the call goes on
+    await h.stop_session(sid)
     ended = await h.wait_terminal(sid, timeout_s=15)
-    assert ended["status"] == "ended" and ended["reason"] == "worker_lost", h.statuses(sid)
+    assert ended["reason"] == "stopped" and ended["adopted_from"] == ready["worker_id"]
     assert h.sim.conversations[ready["conversation_id"]].status == "ended"
 
 

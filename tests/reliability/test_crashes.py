@@ -130,7 +130,9 @@ async def test_killing_workers_mid_provisioning_and_mid_session_loses_no_outcome
     assert doubled == {}, doubled
     assert h.active_conversations() == []
     reasons = {e.get("reason") or e["status"] for sid in sids for e in h.terminal(sid)}
-    assert "worker_lost" in reasons, reasons  # the live sessions of the second victim were reaped
+    adopted_from = {e.get("adopted_from") for sid in sids for e in h.terminal(sid)}
+    assert second in adopted_from, reasons  # the second victim's live sessions were adopted
+    assert "worker_lost" not in reasons, reasons  # and none of their calls was cut short
     for pid, lines in h.stderr_lines.items():  # the survivors logged no crash
         if pid not in (ids[first].pid, ids[second].pid):
             assert not any("session.crashed" in line for line in lines)
@@ -168,8 +170,9 @@ async def test_worker_killed_after_ending_the_conversation_but_before_ended_stil
 async def test_worker_killed_just_after_a_session_ended_gets_no_second_outcome(
     h: ReliabilityHarness,
 ) -> None:
-    """SIGKILL a worker the moment it published one session's `ended`: another worker's reaper
-    finishes its two live sessions once each and publishes nothing more for the ended one."""
+    """SIGKILL a worker the moment it published one session's `ended`: another worker adopts its
+    two live sessions, which end once each when stopped, and publishes nothing more for the
+    ended one."""
     victim = await h.spawn_capturing(**{**WORKER, "worker_reaper_interval_s": 0})
     bodies = [job() for _ in range(3)]
     for body in bodies:
@@ -180,8 +183,13 @@ async def test_worker_killed_just_after_a_session_ended_gets_no_second_outcome(
     await wait_until(lambda: bool(h.terminal(sids[0])), 20, "not ended")
     victim.send_signal(signal.SIGKILL)  # at once: its bookkeeping after `ended` may not be done
     await victim.wait()
-    await h.start_worker(**WORKER)  # the reaper of the others' sessions
-    await wait_until(lambda: all(h.terminal(s) for s in sids), 20, "the live ones not reaped")
+    rescuer = await h.start_worker(**WORKER)  # its reaper adopts the others' sessions
+    sessions = rescuer.sessions
+    assert sessions is not None
+    await wait_until(lambda: all(sessions.is_live(s) for s in sids[1:]), 20, "not adopted")
+    for sid in sids[1:]:
+        await h.stop_session(sid)
+    await wait_until(lambda: all(h.terminal(s) for s in sids), 20, "the live ones not ended")
     await asyncio.sleep(3 * float(WORKER["worker_session_lease_s"]))  # every lease has lapsed
     wrong = {sid: h.statuses(sid) for sid in sids if len(h.terminal(sid)) != 1}
     assert wrong == {}, wrong
@@ -193,7 +201,12 @@ async def test_two_reapers_racing_for_a_dead_workers_sessions_give_each_one_outc
 ) -> None:
     """Two workers whose sweeps and lapsed leases fall due together (grace = lease = 1 s) finish
     the eight live sessions of a SIGKILLed worker process with exactly one `ended` each."""
-    racing = {**WORKER, "worker_reaper_grace_s": 1.0, "worker_session_lease_s": 1.0}
+    racing = {
+        **WORKER,
+        "worker_reaper_grace_s": 1.0,
+        "worker_session_lease_s": 1.0,
+        "worker_adopt_sessions": False,  # the reapers' worker_lost path is what races
+    }
     victim = await h.spawn_capturing(**{**racing, "worker_reaper_interval_s": 0})
     bodies = [job() for _ in range(8)]
     for body in bodies:
@@ -270,13 +283,15 @@ async def test_reaper_killed_between_its_worker_lost_and_finishing_the_record_ge
     await asyncio.sleep(0.5)  # the job's ack is at the broker: the session is past intake
     victim.send_signal(signal.SIGKILL)
     await victim.wait()
+    no_adoption = {**WORKER, "worker_adopt_sessions": False}  # the worker_lost path
     dying = await h.spawn_capturing(  # lease path only: its sweep would race it for the session
-        module="tests.reliability.dying_worker", **{**WORKER, "worker_reaper_interval_s": 3600}
+        module="tests.reliability.dying_worker",
+        **{**no_adoption, "worker_reaper_interval_s": 3600},
     )
     lost = await h.wait_terminal(sid, timeout_s=30)
     assert await dying.wait() == -signal.SIGKILL  # it died in the window, after worker_lost
     assert lost["reason"] == "worker_lost"
-    rescuer = await h.start_worker(**WORKER)
+    rescuer = await h.start_worker(**no_adoption)
     await wait_reaped(h, rescuer, sid)
     different = [brief(e) for e in h.terminal(sid) if e != lost]
     assert different == [], (brief(lost), different)

@@ -146,7 +146,11 @@ async def test_no_secret_in_logs_events_dead_letters_or_pages_of_an_in_process_w
     a rejected (wrong) key and a reaped session leave no key anywhere a person could read."""
     app = await hs.start_worker(
         **secret_settings(
-            hs, worker_reaper_interval_s=0.3, worker_reaper_grace_s=0.5, worker_session_lease_s=2.0
+            hs,
+            worker_reaper_interval_s=0.3,
+            worker_reaper_grace_s=0.5,
+            worker_session_lease_s=2.0,
+            worker_adopt_sessions=False,  # the reaper's worker_lost path, with its log lines
         )
     )
     texts = await run_scenarios(hs)
@@ -176,7 +180,11 @@ async def test_no_secret_in_logs_events_dead_letters_or_pages_of_an_in_process_w
     await victim.wait()
     await hs.start_worker(
         **secret_settings(
-            hs, worker_reaper_interval_s=0.3, worker_reaper_grace_s=0.5, worker_session_lease_s=2.0
+            hs,
+            worker_reaper_interval_s=0.3,
+            worker_reaper_grace_s=0.5,
+            worker_session_lease_s=2.0,
+            worker_adopt_sessions=False,  # the reaper's worker_lost path, with its log lines
         )
     )
     ended = await hs.wait_for(lost["session_id"], "ended", timeout_s=20)

@@ -29,6 +29,7 @@ from worker.core.manager import SessionManager
 from worker.core.reaper import Reaper
 from worker.core.records import SessionRecords
 from worker.modes import ModeResolver
+from worker.ops.capacity import Capacity, CapacityPlan
 from worker.ops.load import LoadMonitor
 from worker.ops.metrics import Metrics
 from worker.ops.status import StatusServer
@@ -101,6 +102,7 @@ class WorkerApp:
         self.status: StatusServer | None = None
         self.mode_availability: dict[str, str | None] = {}
         self.daily_breaker: DailyBreaker | None = None  # when pipecat_daily can run
+        self.capacity: Capacity | None = None  # sessions per mode, built once the modes are known
         self.view = AppView(self)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -112,6 +114,7 @@ class WorkerApp:
 
     @property
     def is_overloaded(self) -> bool:
+        """Over the load gate: pipecat_daily takes no new session here (phoenix_rest still does)."""
         return self.load_monitor is not None and self.load_monitor.is_overloaded
 
     def request_shutdown(self) -> None:
@@ -162,6 +165,15 @@ class WorkerApp:
             stack.push_async_callback(self.claims.aclose)  # before the connection closes
             self.claims.watch_reconnects()
             self._watch_broker()
+            plan = CapacityPlan.from_settings(s, pipecat_daily_available="pipecat_daily" in runners)
+            self.capacity = Capacity(
+                plan,
+                is_overloaded=lambda: self.is_overloaded,
+                why_overloaded=lambda: (
+                    self.load_monitor.why_overloaded() if self.load_monitor is not None else None
+                ),
+                on_change=self.capacity_changed,
+            )
             await self._start_ops(stack)
             events = EventPublisher(
                 self.broker, on_event=self.metrics.observe_event, claims=self.claims
@@ -177,6 +189,7 @@ class WorkerApp:
                 retry_delays_s=s.worker_retry_delays_s,
                 on_capacity_change=self.capacity_changed,
                 metrics=self.metrics,
+                capacity=self.capacity,
                 # A start a vanished worker left in flight lands within its HTTP timeouts (and,
                 # for pipecat_daily, the pipeline's setup); a redelivered job waits that out.
                 in_flight_window_s=s.provider_timeout_s * s.provider_retry_attempts
@@ -189,7 +202,7 @@ class WorkerApp:
                 self.sessions,
                 retry_delays_s=s.worker_retry_delays_s,
                 worker_id=s.worker_id,
-                is_overloaded=lambda: self.is_overloaded,
+                # The load gate closes pipecat_daily only (the capacity), not the intake.
                 on_dead_letter=self.metrics.dead_lettered,  # type: ignore[arg-type]
                 allowed_choices=AllowedChoices.from_settings(s),
                 default_max_duration_s=s.worker_default_max_duration_s,
@@ -304,9 +317,11 @@ class WorkerApp:
     async def _start_ops(self, stack: AsyncExitStack) -> None:
         """Load monitor and the status server (/healthz, /readyz, /status, /metrics)."""
         s = self.settings
-        if s.worker_load_cpu_threshold is not None or s.worker_load_memory_threshold is not None:
+        assert self.capacity is not None
+        cpu_threshold = self.capacity.plan.cpu_threshold  # the gate: on where pipecat_daily runs
+        if cpu_threshold is not None or s.worker_load_memory_threshold is not None:
             self.load_monitor = LoadMonitor(
-                s.worker_load_cpu_threshold,
+                cpu_threshold,
                 s.worker_load_memory_threshold,
                 on_change=lambda _overloaded: self.capacity_changed(),
             )
@@ -321,6 +336,7 @@ class WorkerApp:
                 s.worker_status_port,
                 reconnect_budget_s=s.worker_broker_reconnect_budget_s,
                 breaker=self.daily_breaker,
+                capacity=self.capacity,
             )
             try:
                 await self.status.start()

@@ -45,7 +45,8 @@ class AppView:
 
     @property
     def is_full(self) -> bool:
-        return self.free_slots == 0 or self._app.is_overloaded
+        # Over the load gate, only pipecat_daily is closed: phoenix_rest jobs are still taken.
+        return self.free_slots == 0
 
     @property
     def is_broker_connected(self) -> bool:

@@ -31,6 +31,10 @@ def pipecat_settings(hook: str = "sim_avatar", **overrides: Any) -> dict[str, An
         "cartesia_api_key": SecretStr("fake-cartesia-key"),
         "worker_pipeline_hook": f"{HOOKS}:{hook}",
         "worker_warm_processes": 2,
+        # Room for two at once whatever the host, and no load gate: these tests are not about
+        # capacity (tests/worker/test_capacity_intake.py is), and CI hosts are busy.
+        "worker_max_pipecat_sessions": 2,
+        "worker_load_gate": "off",
         "pipeline_setup_timeout_s": 10.0,
         "pipeline_avatar_timeout_s": 10.0,
         **overrides,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Action = Literal["ack", "requeue", "retry", "dead_letter"]
+Action = Literal["ack", "requeue", "retry", "defer", "dead_letter"]
 DeadLetterKind = Literal["invalid_job", "exhausted", "internal"]
 
 
@@ -46,6 +46,15 @@ class NotNow:
 
 
 @dataclass(frozen=True)
+class Deferred:
+    """Nothing started: this worker has no room for the job's mode (an explicit pipecat_daily
+    job on a worker whose pipecat_daily slots are full or gated). It waits out the shortest retry
+    delay, its attempt unchanged, and goes to whichever worker has room (no hot requeue loop)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class RetryLater:
     """A transient failure: the next attempt runs after `delay_s`."""
 
@@ -75,7 +84,7 @@ class Crashed:
     error: str
 
 
-JobResult = Started | Settled | NotNow | RetryLater | GaveUp | Rejected | Crashed
+JobResult = Started | Settled | NotNow | Deferred | RetryLater | GaveUp | Rejected | Crashed
 
 
 def delivery_for(result: JobResult) -> Delivery:
@@ -87,6 +96,8 @@ def delivery_for(result: JobResult) -> Delivery:
             return Delivery("ack", reason=reason)
         case NotNow(reason):
             return Delivery("requeue", reason=reason)
+        case Deferred(reason):
+            return Delivery("defer", reason=reason)
         case RetryLater(code, delay_s):
             return Delivery("retry", reason=code, delay_s=delay_s)
         case GaveUp(code, attempts):

@@ -197,6 +197,10 @@ class Intake:
                 elif delivery.action == "retry":
                     await self._republish_for_retry(message, delivery.delay_s)
                     await message.ack()
+                elif delivery.action == "defer":
+                    log.info("intake.deferred", reason=delivery.reason)
+                    await self._republish_for_retry(message, min(self._retry_delays_s), next=False)
+                    await message.ack()
                 else:
                     await self._dead_letter(message, delivery.reason)
                     await message.ack()
@@ -204,9 +208,12 @@ class Intake:
         except BrokerError as exc:
             log.warning("intake.settle_failed", action=delivery.action, error=str(exc))
 
-    async def _republish_for_retry(self, message: AbstractIncomingMessage, delay_s: float) -> None:
+    async def _republish_for_retry(
+        self, message: AbstractIncomingMessage, delay_s: float, *, next: bool = True
+    ) -> None:
+        """Back to the jobs exchange through a delay queue; `next`: as the next attempt."""
         headers = copied_headers(message)
-        headers[ATTEMPT_HEADER] = attempt_of(message) + 1
+        headers[ATTEMPT_HEADER] = attempt_of(message) + (1 if next else 0)
         await self._broker.publish(
             self._copy(message, headers), routing_key=self._broker.topo.retry_queue(delay_s)
         )

@@ -16,12 +16,13 @@ from worker.breaker import is_daily_outage
 from worker.broker import BrokerError
 from worker.contract import EndReason, EventError, Transcript
 from worker.core.claims import SessionClaims
-from worker.core.delivery import Crashed, JobResult, NotNow, Settled, Started
+from worker.core.delivery import Crashed, Deferred, JobResult, NotNow, Settled, Started
 from worker.core.events import EventPublisher
 from worker.core.outcomes import SessionOutcomes, describe
 from worker.core.records import SessionRecord
 from worker.core.state import Phase, SessionState, StopDuringStart
 from worker.modes import ModeResolver, Resolution
+from worker.ops.capacity import Capacity
 from worker.ops.metrics import Metrics
 from worker.sessions.base import Existing, LiveSession, SessionFailure, SessionRunner
 
@@ -42,7 +43,9 @@ class SessionLifecycle:
         outcomes: SessionOutcomes,
         metrics: Metrics | None,
         in_flight_window_s: float,
+        capacity: Capacity | None = None,
     ) -> None:
+        self._capacity = capacity
         self._claims = claims
         self._events = events
         self._modes = modes
@@ -185,6 +188,10 @@ class SessionLifecycle:
                 route, EventError(code=exc.code, message=exc.message, retryable=False)
             )
             return Settled(exc.code)
+        placed = self._place(state, resolution)
+        if not isinstance(placed, Resolution):
+            return placed
+        resolution = placed
         route.mode = resolution.mode
         structlog.contextvars.bind_contextvars(mode=resolution.mode)
         record = await self._outcomes.open_record(job.session_id)
@@ -214,6 +221,28 @@ class SessionLifecycle:
             await self._events.expired(route, job.not_after)
             return Settled("expired")
         return resolution, existing
+
+    def _place(self, state: SessionState, resolution: Resolution) -> Resolution | JobResult:
+        """Take the session's slot in its mode. Where pipecat_daily has no room on this worker
+        (its slots are full, or the load gate is closed), an `auto` job runs as phoenix_rest,
+        saying why, and an explicit pipecat_daily job waits for a worker with room."""
+        if self._capacity is None:
+            return resolution
+        if resolution.mode == "pipecat_daily":
+            why = self._capacity.why_no_room("pipecat_daily")
+            if why is not None:
+                breaker = self._modes.breaker
+                if resolution.is_probe and breaker is not None:
+                    breaker.release_probe()  # Daily is not tried by this one after all
+                if resolution.fallback is None:
+                    return Deferred(why)
+                resolution = Resolution(
+                    "phoenix_rest",
+                    resolution.fallback,
+                    fallback_reason=f"{why}; this session runs as phoenix_rest",
+                )
+        state.slot = self._capacity.try_take(resolution.mode)
+        return resolution
 
     async def _lookup(
         self, state: SessionState, resolution: Resolution, record: SessionRecord | None
@@ -250,6 +279,8 @@ class SessionLifecycle:
             await self._outcomes.cleanup(state.runner, state.job)
             state.runner = resolution.fallback
             state.route.mode = resolution.fallback.mode
+            if state.slot is not None:
+                state.slot.move_to(resolution.fallback.mode)
             structlog.contextvars.bind_contextvars(mode=resolution.fallback.mode)
             fallback_existing = await resolution.fallback.lookup(state.job)
             live = await self._start_unless_stopped(state, resolution.fallback, fallback_existing)

@@ -26,6 +26,7 @@ from worker.core.outcomes import RELEASE_TIMEOUT_S, SessionOutcomes
 from worker.core.records import SessionRecord, SessionRecords
 from worker.core.state import Phase, SessionState
 from worker.modes import ModeResolver
+from worker.ops.capacity import Capacity
 from worker.ops.metrics import Metrics
 from worker.sessions.base import LiveSession, SessionRunner
 
@@ -55,6 +56,7 @@ class SessionManager:
         metrics: Metrics | None = None,
         in_flight_window_s: float = 30.0,
         lease_s: float = 60.0,
+        capacity: Capacity | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.max_sessions = max_sessions
@@ -83,6 +85,7 @@ class SessionManager:
             outcomes=self._outcomes,
             metrics=metrics,
             in_flight_window_s=in_flight_window_s,
+            capacity=capacity,
         )
 
     # --- capacity -------------------------------------------------------------------------

@@ -227,6 +227,8 @@ class SessionOutcomes:
         if state.forgotten:
             return
         state.forgotten = True
+        if state.slot is not None:
+            state.slot.release()
         sid = state.job.session_id
         self._drop(state)
         try:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from worker.contract import EndReason, SessionJob
 from worker.core.events import EventRoute, TerminalEvent
 from worker.core.records import SessionRecord
+from worker.ops.capacity import Slot
 from worker.sessions.base import LiveSession, SessionRunner
 
 
@@ -40,6 +41,7 @@ class SessionState:
     earlier_record: SessionRecord | None = None  # the one an earlier attempt left there
     outcome: TerminalEvent | None = None  # its `ended` or `failed`, once decided
     forgotten: bool = False  # out of the registry, its bookkeeping done
+    slot: Slot | None = None  # its place in its mode's capacity on this worker
 
     def request_stop(self, reason: EndReason) -> None:
         if self.stop_reason is None:

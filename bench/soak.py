@@ -195,9 +195,13 @@ async def collect_events(run: Run, channel: aio_pika.abc.AbstractChannel) -> Non
     await queue.consume(on_event, no_ack=True)
 
 
-async def stopper(run: Run, channel: aio_pika.abc.AbstractChannel, done: asyncio.Event) -> None:
+async def stopper(
+    run: Run, connection: aio_pika.abc.AbstractConnection, done: asyncio.Event
+) -> None:
     """Stop each session once its hold is over; re-send every 3 s while it is not over (a stop
-    sent to a worker that died meanwhile is lost with it)."""
+    sent to a worker that died meanwhile is lost with it). Every send is bounded: a send that
+    does not finish in 5 s is reported and the channel replaced."""
+    channel = await connection.channel()
     while not done.is_set():
         now = run.now()
         for sid, due in list(run.stop_after_s.items()):
@@ -205,8 +209,17 @@ async def stopper(run: Run, channel: aio_pika.abc.AbstractChannel, done: asyncio
                 continue
             if run.stops_sent[sid] == 0 or now >= due + 3 * run.stops_sent[sid]:
                 run.stops_sent[sid] += 1
-                with contextlib.suppress(aio_pika.exceptions.AMQPError, ConnectionError):
-                    await send_stop(channel, sid, "soak hold over", run.topo)
+                try:
+                    await asyncio.wait_for(send_stop(channel, sid, "soak hold over", run.topo), 5)
+                except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                    print(f"[{run.now():6.1f}s] stop for {sid} not sent: {exc!r}", flush=True)
+                    await asyncio.sleep(0.5)
+                    with contextlib.suppress(aio_pika.exceptions.AMQPError, RuntimeError):
+                        channel = await asyncio.wait_for(connection.channel(), 5)
+                except TimeoutError:
+                    print(f"[{run.now():6.1f}s] stop for {sid}: no answer in 5 s", flush=True)
+                    with contextlib.suppress(aio_pika.exceptions.AMQPError, RuntimeError):
+                        channel = await asyncio.wait_for(connection.channel(), 5)
         await asyncio.sleep(0.1)
 
 
@@ -262,7 +275,8 @@ async def chaos(run: Run, expected: list[str], done: asyncio.Event) -> None:
             kills_left -= 1
             next_kill = now + random.uniform(4.0, 8.0)
             victim = random.choice(run.workers)
-            victim.proc.send_signal(signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it may have exited by itself
+                victim.proc.send_signal(signal.SIGKILL)
             await victim.proc.wait()
             run.kills.append((now, victim.worker_id))
             print(f"[{now:6.1f}s] SIGKILL {victim.worker_id}", flush=True)
@@ -290,13 +304,31 @@ async def chaos(run: Run, expected: list[str], done: asyncio.Event) -> None:
         await asyncio.sleep(0.2)
 
 
-async def publish_jobs(run: Run, channel: aio_pika.abc.AbstractChannel, ids: list[str]) -> None:
+async def publish_jobs(
+    run: Run, connection: aio_pika.abc.AbstractConnection, ids: list[str]
+) -> None:
+    """Publish every job with a confirm, again until confirmed, as a producer that must not lose
+    one would (a publish that is not confirmed, say while the job queue elects a new leader
+    after a node loss, may be lost; a job published twice is one session)."""
+    channel = await connection.channel(publisher_confirms=True)
     await declare_job_topology(channel, run.topo)
     exchange = await channel.get_exchange(run.topo.jobs_exchange)
     for sid in ids:
         body = {"session_id": sid, "max_duration_s": 600, "metadata": {"soak": True}}
-        await exchange.publish(json_message(body), routing_key=run.topo.jobs_routing_key)
+        for attempt in range(60):
+            try:
+                await exchange.publish(
+                    json_message(body), routing_key=run.topo.jobs_routing_key, timeout=5
+                )
+                break
+            except (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError) as exc:
+                print(f"[{run.now():6.1f}s] job {sid} not confirmed ({exc!r}): again", flush=True)
+                await asyncio.sleep(0.5)
+                if attempt and channel.is_closed:
+                    channel = await connection.channel(publisher_confirms=True)
+                    exchange = await channel.get_exchange(run.topo.jobs_exchange)
         await asyncio.sleep(run.args.publish_interval_s)
+    print(f"[{run.now():6.1f}s] all {len(ids)} jobs published and confirmed", flush=True)
 
 
 def recovery(run: Run) -> tuple[float, int]:
@@ -320,11 +352,14 @@ def recovery(run: Run) -> tuple[float, int]:
 
 async def wait_for_outcomes(run: Run, ids: list[str], deadline_s: float) -> None:
     """Until every job has a terminal event, the deadline, or no progress for --stall-s."""
-    finished, progress_at = -1, run.now()
+    finished, progress_at, shown_at = -1, run.now(), run.now()
     while run.now() < deadline_s:
         now_finished = sum(1 for sid in ids if run.terminal(sid))
         if now_finished == len(ids):
             return
+        if run.now() - shown_at >= 10:
+            shown_at = run.now()
+            print(f"[{shown_at:6.1f}s] {now_finished}/{len(ids)} jobs have an outcome", flush=True)
         if now_finished != finished:
             finished, progress_at = now_finished, run.now()
         elif run.now() - progress_at > run.args.stall_s:
@@ -395,6 +430,7 @@ def report(run: Run, ids: list[str], wall_s: float) -> dict[str, Any]:
         "total wall time (s)": round(wall_s, 1),
     }
     print_figures(figures)
+    figures["_unfinished"] = [sid for sid, _ in wrong]
     for sid, statuses in wrong[:15]:
         print(f"  not exactly one outcome: {sid}: {statuses}")
     for name in duplicates[:10]:
@@ -502,12 +538,40 @@ async def soak(args: argparse.Namespace) -> int:
             raise SystemExit(f"a cluster node is down; run scripts/cluster.sh start:\n{status}")
     elif args.kill_node:
         raise SystemExit("--kill-node needs --cluster (the nodes of scripts/cluster.sh)")
+    task = asyncio.ensure_future(soak_on(args, AmqpNodes.parse(args.amqp_url)))
+    for sig in (signal.SIGTERM, signal.SIGINT):  # clean-up (the node restart) runs on a signal
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
     try:
-        return await soak_on(args, AmqpNodes.parse(args.amqp_url))
+        return await task
     finally:
         if args.kill_node:  # the cluster is shared: whatever happened, the node comes back
             await cluster_script("restart", str(args.kill_node))
-            print(f"broker node {args.kill_node} restarted", flush=True)
+
+
+async def restore_node(run: Run) -> None:
+    if run.node_killed_at_s is not None:
+        await cluster_script("restart", str(run.args.kill_node))
+        print(f"[{run.now():6.1f}s] broker node {run.args.kill_node} restarted", flush=True)
+
+
+async def show_queues(
+    run: Run, connection: aio_pika.abc.AbstractConnection, unfinished: list[str]
+) -> None:
+    """For the record: what the broker still holds for the jobs without one outcome."""
+    if not unfinished:
+        return
+    names = [run.topo.jobs_queue, run.topo.lost_queue, run.topo.dead_letter_queue]
+    names += [run.topo.record_queue(sid) for sid in unfinished[:20]]
+    for name in names:
+        channel = await connection.channel()
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+            held = f"{queue.declaration_result.message_count} message(s)"
+        except aio_pika.exceptions.AMQPError as exc:
+            held = f"not there ({type(exc).__name__})"
+        print(f"  queue {name}: {held}", flush=True)
+        with contextlib.suppress(aio_pika.exceptions.AMQPError):
+            await channel.close()
 
 
 async def soak_on(args: argparse.Namespace, nodes: AmqpNodes) -> int:
@@ -541,23 +605,31 @@ async def soak_on(args: argparse.Namespace, nodes: AmqpNodes) -> int:
             )
             run.started_s = time.monotonic()
             done = asyncio.Event()
-            control = await connection.channel()
             tasks = [
-                asyncio.create_task(stopper(run, control, done)),
+                asyncio.create_task(stopper(run, connection, done)),
                 asyncio.create_task(chaos(run, ids, done)),
-                asyncio.create_task(publish_jobs(run, await connection.channel(), ids)),
+                asyncio.create_task(publish_jobs(run, connection, ids)),
             ]
             await wait_for_outcomes(run, ids, deadline_s=args.timeout_s - args.settle_s)
             done.set()
             _, pending = await asyncio.wait(tasks, timeout=15)  # a restart may still be going on
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for task, result in zip(
+                tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True
+            ):
+                if isinstance(result, Exception):
+                    print(f"soak task {task.get_coro().__name__} failed: {result!r}", flush=True)
             wall_s = run.now()
             await asyncio.sleep(args.settle_s)  # late duplicates surface; reapers sweep leftovers
             figures = report(run, ids, wall_s)
+            await show_queues(run, connection, figures.pop("_unfinished"))
         finally:
-            await cleanup(run, connection)
+            await restore_node(run)  # before the clean-up: deleting a quorum queue waits for it
+            try:
+                await asyncio.wait_for(cleanup(run, connection), 300)
+            except TimeoutError:
+                print(f"clean-up took over 300 s; queues {run.topo.jobs_queue}.* may be left")
             await connection.close()
     bad = (
         figures["jobs without exactly one terminal outcome"]

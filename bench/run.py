@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import importlib.metadata
 import platform
@@ -66,7 +67,10 @@ async def run(args: argparse.Namespace) -> tuple[Bench, str, float]:
         print(f"on the cluster: {benchlib.use_cluster()}", flush=True)
     connection = await benchlib.connect()
     server = str(connection.transport.connection.server_properties.get("version", "?"))  # type: ignore[union-attr]
-    b = Bench(QUICK if args.quick else FULL, sim, connection, uuid.uuid4().hex[:6])
+    cfg = QUICK if args.quick else FULL
+    if args.overhead_n:
+        cfg = dataclasses.replace(cfg, overhead_n=args.overhead_n)
+    b = Bench(cfg, sim, connection, uuid.uuid4().hex[:6])
     only = set(args.only or SECTIONS)
     started = time.perf_counter()
     try:
@@ -113,8 +117,13 @@ async def overhead(b: Bench) -> None:
     await start_overhead_phoenix(b, history=1000)
 
 
+# A third of the cluster's burst rate here: at 20 jobs/s some sessions were not ready in 100 s.
+CLUSTER_OVERHEAD_RATE_PER_S = 10.0
+
+
 async def cluster_overhead(b: Bench) -> None:
     await round_trip(b, "one broker round trip on the cluster", ", classic queue on node 1")
+    b.cfg = dataclasses.replace(b.cfg, overhead_rate_per_s=CLUSTER_OVERHEAD_RATE_PER_S)
     await start_overhead_phoenix(b)
 
 
@@ -201,6 +210,7 @@ def main() -> None:
         action="store_true",
         help="start overhead and throughput on the local 3-node cluster; prints, never writes",
     )
+    parser.add_argument("--overhead-n", type=int, default=0, help="jobs per start overhead run")
     args = parser.parse_args()
     b, server, elapsed_s = asyncio.run(cancellable(run(args)))
     print()

@@ -257,3 +257,24 @@ async def test_the_sweep_and_the_lease_path_of_one_reaper_finish_a_session_once(
     outcomes = [e.get("reason") for e in h.of(sid) if e["status"] in ("ended", "failed")]
     assert outcomes == ["worker_lost"], h.statuses(sid)
     assert h.sim.conversations[ready["conversation_id"]].status == "ended"
+
+
+async def test_a_session_whose_record_the_broker_lost_is_released_not_leaked(h: Harness) -> None:
+    """A dead worker's session whose record queue stands empty for much longer than a lease cycle
+    (the broker dropped the record): the sweep ends its conversation and publishes
+    ended(worker_lost), instead of waiting for a record that never comes back."""
+    victim, sid, ready = await ready_in_a_worker_process(h)
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+    assert h.connection is not None
+    channel = await h.connection.channel()
+    record_queue = await channel.get_queue(h.topo.record_queue(sid), ensure=False)
+    await record_queue.purge()  # the record is gone, its queue stays
+    await h.start_worker(
+        worker_reaper_interval_s=0.3, worker_reaper_grace_s=0.5, worker_session_lease_s=1.0
+    )
+    ended = await h.wait_for(sid, "ended", timeout_s=30)
+    assert ended["reason"] == "worker_lost"
+    assert h.sim.conversations[ready["conversation_id"]].status == "ended"
+    await asyncio.sleep(1.0)
+    assert h.statuses(sid) == ["accepted", "ready", "ended"]

@@ -77,6 +77,7 @@ class Reaper:
         self._grace_s = grace_s
         self._clock = clock
         self._suspects: dict[str, float] = {}  # session id -> when first seen unclaimed
+        self._in_transit: dict[str, float] = {}  # session id -> when its record first was away
         self._reaped: OrderedDict[str, None] = OrderedDict()  # finished here: never again
         # Being finished here right now, by the sweep or the lease path. A claim is this
         # worker's, not one path's: without this, both paths could finish one session at once.
@@ -218,6 +219,7 @@ class Reaper:
         candidates = await self._candidates()
         for sid in set(self._suspects) - set(candidates):
             del self._suspects[sid]  # gone by itself
+            self._in_transit.pop(sid, None)
         for orphan in candidates.values():
             sid = orphan.session_id
             if sid in self._reaped and not orphan.conversation_ids and not orphan.room_names:
@@ -243,11 +245,22 @@ class Reaper:
         if not await self._claims.claim(orphan.session_id):
             return False
         try:
-            has_queue, record = await self._records.look(orphan.session_id)
+            sid = orphan.session_id
+            has_queue, record = await self._records.look(sid)
             if has_queue and record is None:
                 # Its record's lease has just run out: the lease path decides, from the record.
-                log.info("reaper.record_in_transit", session_id=orphan.session_id)
-                return False
+                # A record away for much longer than a lease cycle is lost (the broker dropped
+                # it): the session's resources are released and it ends worker_lost, with what
+                # is known of it, rather than leak its paid conversation and never end.
+                away_s = self._clock() - self._in_transit.setdefault(sid, self._clock())
+                if away_s < 3 * self._lease_s + self._grace_s:
+                    log.info("reaper.record_in_transit", session_id=sid)
+                    return False
+                log.error("reaper.record_lost", session_id=sid, away_s=round(away_s, 1))
+                record = SessionRecord(session_id=sid)
+                await self._finish(orphan, lapsed=record)
+                return True
+            self._in_transit.pop(sid, None)
             if self._adopter is not None and record is not None and record.is_adoptable:
                 # Its call goes on: the lease path adopts it once the record's lease runs out.
                 log.info("reaper.left_for_adoption", session_id=orphan.session_id)

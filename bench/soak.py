@@ -637,6 +637,7 @@ async def soak_on(args: argparse.Namespace, nodes: AmqpNodes) -> int:
         + figures["leaked conversations at the end"]
         + figures["leaked rooms at the end"]
         + figures[CUT_SHORT]
+        + figures["Traceback blocks in worker logs"]  # a traceback is a defect or an unnamed path
     )
     return 1 if bad else 0
 

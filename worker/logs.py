@@ -69,7 +69,26 @@ def name_foreign_event(
     if package and package not in OWN_PACKAGES:
         event_dict["message"] = event_dict.get("event")
         event_dict["event"] = f"lib.{package}"
+        if package in BROKER_CLIENTS:
+            _one_line_error(event_dict)
     return event_dict
+
+
+# The AMQP client libraries log a lost connection (a node or a link gone, which the worker rides
+# out by reconnecting) with the library's own traceback: one `error` line says all there is.
+BROKER_CLIENTS = ("aiormq", "aio_pika", "pamqp")
+
+
+def _one_line_error(event_dict: MutableMapping[str, Any]) -> None:
+    exc_info = event_dict.pop("exc_info", None)
+    record = event_dict.get("_record")
+    if exc_info is True and isinstance(record, logging.LogRecord):
+        exc_info = record.exc_info
+    if isinstance(record, logging.LogRecord):
+        record.exc_info, record.exc_text = None, None
+    if isinstance(exc_info, tuple) and exc_info[1] is not None:
+        exc = exc_info[1]
+        event_dict["error"] = f"{type(exc).__name__}: {exc}".strip()[:300]
 
 
 def configure_logging(

@@ -125,3 +125,23 @@ async def test_a_session_process_line_is_forwarded_as_a_record_with_its_fields(
     assert forwarded["child_args"] == "key=***"
     assert stray["event"] == "child.output" and stray["line"] == "stray print from a library"
     assert SECRET not in stream.getvalue()
+
+
+def test_a_lost_broker_connection_logged_by_aiormq_is_one_line_without_traceback(
+    stream: io.StringIO,
+) -> None:
+    """aiormq's own record of a dropped connection (a node or link gone, which the worker rides
+    out) is one line with the error named, not a traceback block; our own crashes keep theirs."""
+    try:
+        raise ConnectionResetError("Connection reset by peer")
+    except ConnectionResetError:
+        logging.getLogger("aiormq.connection").exception("Cancelling cause reader exited")
+    try:
+        raise ValueError("a bug of ours")
+    except ValueError:
+        structlog.get_logger("worker.test").exception("session.crashed")
+    foreign, ours = lines(stream)
+    assert foreign["event"] == "lib.aiormq"
+    assert foreign["error"] == "ConnectionResetError: Connection reset by peer"
+    assert "Traceback" not in stream.getvalue().splitlines()[0]
+    assert "Traceback" in str(ours["exception"])

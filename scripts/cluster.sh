@@ -92,7 +92,18 @@ EOF
   if [ "$(id -u)" = 0 ]; then chown -R rabbitmq:rabbitmq "$d"; fi
 }
 
-beam_pid() { cat "$(node_dir "$1")/pid" 2>/dev/null || true; }
+# The node's Erlang VM: from its pid file, or (a VM an earlier run left without one, say one stuck
+# rejoining) the beam.smp whose environment names the node.
+beam_pid() {
+  local pid f
+  pid="$(cat "$(node_dir "$1")/pid" 2>/dev/null || true)"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; return 0; fi
+  for f in $(grep -lsz "^RABBITMQ_NODENAME=$(node_name "$1")\$" /proc/[0-9]*/environ); do
+    pid="${f#/proc/}"; pid="${pid%/environ}"
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = beam.smp ]; then echo "$pid"; return 0; fi
+  done
+  echo ""
+}
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -114,6 +125,12 @@ start_node() {
 wait_up() {
   local n="$1" waited=0
   until is_up "$n"; do
+    local pid; pid="$(beam_pid "$n")"
+    if [ "$waited" -ge 5 ] && [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+      say "node $n ($(node_name "$n")) exited while starting; its log:"
+      tail -n 5 "$(node_dir "$n")/start.out" >&2 2>/dev/null || true
+      return 1
+    fi
     if [ "$waited" -ge "$START_TIMEOUT_S" ]; then
       say "node $n ($(node_name "$n")) did not come up in ${START_TIMEOUT_S} s; its log:"
       tail -n 20 "$(node_dir "$n")"/log/*.log "$(node_dir "$n")/start.out" >&2 2>/dev/null || true
@@ -149,13 +166,17 @@ start() {
   if [ ! -f "$COOKIE" ]; then  # a fresh machine: the first node writes the cookie the others read
     start_node 1; wait_up 1 || die "node 1 did not start (see above)"
   fi
+  local all_up=1
   for n in "${NODES[@]}"; do start_node "$n"; done
-  for n in "${NODES[@]}"; do wait_up "$n" || die "node $n did not start (see above)"; done
-  ctl 1 await_startup >/dev/null
-  local members; members="$(running_nodes 1)"
-  for n in "${NODES[@]:1}"; do
-    grep -qx "$(node_name "$n")" <<<"$members" || join "$n"
-  done
+  for n in "${NODES[@]}"; do wait_up "$n" || { all_up=0; break; }; done
+  if [ "$all_up" = 1 ]; then
+    ctl 1 await_startup >/dev/null
+    local members; members="$(running_nodes 1)"
+    for n in "${NODES[@]:1}"; do
+      grep -qx "$(node_name "$n")" <<<"$members" || join "$n" || true
+    done
+  fi
+  # A node left broken by an earlier run (killed mid-write, or unable to rejoin): start over.
   if ! is_healthy; then
     say "the nodes did not form one cluster; starting from empty nodes"
     destroy

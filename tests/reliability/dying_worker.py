@@ -3,7 +3,7 @@ chosen instant, so that a crash window is certain instead of a matter of timing.
 
 `DYING_WORKER_WINDOW` picks the instant:
 - `finish` (default): when it would mark a session's record finished — after the session's
-  terminal event is confirmed, before anything records that it went out (README's F12).
+  terminal event is confirmed, before anything records that it went out.
 - `outcome`: inside the write of the session's outcome note, right after its first broker
   operation on the record queue is done, before the terminal event is published.
 """

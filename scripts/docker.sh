@@ -35,6 +35,8 @@ ensure_docker() {
       aw_log "installing docker.io, docker-compose and debootstrap (Debian packages)..."
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -qq docker.io docker-compose debootstrap >/dev/null
+      # The 20.10 client is there only now: AW_DOCKER, chosen when this file was sourced, had none.
+      AW_DOCKER="$(command -v /usr/bin/docker || command -v docker || echo docker)"
     fi
   fi
   if command -v dockerd >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -324,6 +324,40 @@ async def harness(url: str, sim: Simulator) -> AsyncIterator[Harness]:
         yield h
     finally:
         await h.aclose()
+
+
+async def run_cli_once(
+    args: Sequence[str],
+    env: dict[str, str],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout_s: float = 60,
+    module: str = "worker.cli",
+) -> tuple[int, str, str]:
+    """`python -m <module> ARGS` with exactly `env`, run to its end: (exit code, stdout, stderr).
+    A process still running after `timeout_s` is killed and the test fails, showing its output."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    communicating = asyncio.ensure_future(proc.communicate())
+    done, _ = await asyncio.wait({communicating}, timeout=timeout_s)
+    if not done:
+        proc.kill()
+        out, err = await communicating
+        raise AssertionError(
+            f"`{module} {' '.join(args)}` still ran after {timeout_s} s; its output:\n"
+            + (out + err).decode(errors="replace")[-3000:]
+        )
+    out, err = communicating.result()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 def job(session_id: str | None = None, **fields: Any) -> dict[str, Any]:

@@ -3,14 +3,13 @@ how the list is shown, and what `avatar-worker run` does with a bad one."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
-import sys
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from tests.worker.harness import run_cli_once
 from worker.amqp_connection import NoNodeAnswered, connect_any
 from worker.amqp_nodes import AmqpNodes, AmqpUrlError, display_url
 from worker.settings import Settings, describe_settings_error
@@ -118,18 +117,9 @@ async def test_run_with_a_bad_list_exits_with_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AMQP_", "WORKER_"))}
     env["AMQP_URL"] = f"amqp://u:{PASSWORD}@127.0.0.1:5701/,amqp://u:{PASSWORD}@127.0.0.1:57x2/"
     env["TAVUS_API_KEY"] = "test-tavus-key-0123456789"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker.cli",
-        "run",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    text = (out + err).decode(errors="replace")
-    assert proc.returncode == 2
+    code, out, err = await run_cli_once(["run"], env)
+    assert code == 2
+    text = out + err
     assert text.splitlines() == [
         "error: invalid setting: AMQP_URL entry 2 of 2 (amqp://u:***@127.0.0.1:57x2/) has a port"
         " that is not a number from 1 to 65535 (a ',' or '@' in a user or password must be"

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 
 import aiormq
 import pytest
 
-from tests.worker.harness import Harness
+from tests.worker.harness import Harness, run_cli_once
 
 pytestmark = pytest.mark.broker
 
@@ -17,18 +16,7 @@ async def run_cli(
     h: Harness, *args: str, timeout_s: float = 60, module: str = "worker.cli"
 ) -> tuple[int, str, str]:
     """Run `python -m <module> ARGS` with the harness's settings; (exit code, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        module,
-        *args,
-        env=h.env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_cli_once(args, h.env(), timeout_s=timeout_s, module=module)
 
 
 async def test_enqueue_wait_prints_the_lifecycle_and_stop_ends_it(h: Harness) -> None:

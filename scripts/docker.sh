@@ -27,6 +27,15 @@ aw_log() { echo "docker: $*" >&2; }
 
 docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
+close_fds_above_2() {  # in this (sub)shell
+  local fd
+  for fd in /proc/"$BASHPID"/fd/*; do
+    fd="${fd##*/}"
+    [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+  done
+  return 0
+}
+
 ensure_docker() {
   docker_answers && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -41,7 +50,9 @@ ensure_docker() {
   fi
   if command -v dockerd >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     aw_log "starting dockerd (log: $AW_DOCKERD_LOG)..."
-    setsid dockerd >"$AW_DOCKERD_LOG" 2>&1 < /dev/null &
+    # With stdio only: a descriptor the caller holds open (the lock of `flock LOCK scripts/...`, a
+    # pipe) must not live on in the daemon, where it would hold the lock for good.
+    (close_fds_above_2; exec setsid dockerd >"$AW_DOCKERD_LOG" 2>&1 < /dev/null) &
     for _ in $(seq 1 60); do docker_answers && return 0; sleep 0.5; done
     aw_log "error: dockerd did not answer within 30 s: $(tail -n 3 "$AW_DOCKERD_LOG" | tr '\n' ' ')"
     return 1

@@ -219,7 +219,7 @@ def _run(args: argparse.Namespace) -> int:
         "replicas",
         "conversations",
     )
-    level = "WARNING" if quiet and "LOG_LEVEL" not in os.environ else settings.log_level
+    level = "WARNING" if quiet and not os.environ.get("LOG_LEVEL") else settings.log_level
     configure_logging(level=level, fmt=settings.log_format, secrets=settings.secret_values())
     if args.command == "run":
         from pipelines.availability import PIPECAT_EXTRA_MISSING, is_pipecat_installed

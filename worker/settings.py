@@ -26,8 +26,14 @@ class Settings(BaseSettings):
     """Worker configuration; see the README's configuration table for what each one does."""
 
     # hide_input_in_errors: a rejected value (a URL with its password) never reaches an exception.
+    # env_ignore_empty: `VAR=` (a compose pass-through, a .env line, an empty Secret key) is an
+    # unset variable, in the environment and in .env alike: its default, never "" as a key or name.
     model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", case_sensitive=False, hide_input_in_errors=True
+        env_file=".env",
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,
+        env_ignore_empty=True,
     )
 
     # --- providers (names kept from the original backend) -------------------------------------

@@ -75,3 +75,24 @@ async def test_an_unreadable_env_file_is_one_line(h: Harness, tmp_path: Path) ->
     assert len(mine) == 1, err
     assert mine[0].startswith("error: .env cannot be read (UnicodeDecodeError")
     assert mine[0].endswith("fix it or remove it")
+
+
+NO_KEY = "TAVUS_API_KEY is not set: the worker cannot start Tavus sessions without it"
+
+
+@pytest.mark.parametrize("where", ["environment", ".env"])
+async def test_an_empty_tavus_api_key_is_the_missing_key_line(
+    h: Harness, tmp_path: Path, where: str
+) -> None:
+    """TAVUS_API_KEY= (empty, as a compose .env or a Secret gives it) exits 1 with the one line of
+    a missing key instead of starting a worker that calls Tavus without one."""
+    env = project_path(h.env(worker_warm_processes=0))
+    if where == "environment":
+        env["TAVUS_API_KEY"] = ""
+    else:
+        del env["TAVUS_API_KEY"]
+        (tmp_path / ".env").write_text("TAVUS_API_KEY=\n")
+    code, _, err = await run_cli_once(["run"], env, cwd=tmp_path, timeout_s=30)
+    assert code == 1
+    assert own_lines(err) == [NO_KEY]
+    assert "Traceback" not in err

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -205,6 +207,35 @@ async def _admin(args: argparse.Namespace) -> int:
         return await run_admin(args, client, sys.stdout)
 
 
+async def _sim(args: argparse.Namespace) -> int:
+    """The simulator until SIGTERM or SIGINT, then 0 (as `run`). Without a handler a PID 1 in a
+    container ignores SIGTERM, and SIGINT would end it with KeyboardInterrupt."""
+    from tavus.sim import serve
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # Windows: KeyboardInterrupt instead
+            loop.add_signal_handler(sig, stop.set)
+    serving = asyncio.create_task(
+        serve(
+            args.host,
+            args.port,
+            tavus_api_keys=set(args.tavus_keys or ["sim-tavus-key"]),
+            daily_api_keys=set(args.daily_keys or ["sim-daily-key"]),
+            public_base_url=args.public_base_url,
+        )
+    )
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if serving.done():
+        serving.result()  # it could not start (a taken port): raise that
+    serving.cancel()
+    await asyncio.wait({serving})  # its server closed; its CancelledError is ours to expect
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from worker.logs import configure_logging
 
@@ -237,18 +268,7 @@ def _run(args: argparse.Namespace) -> int:
 
         return asyncio.run(run_demo(settings, hold_s=args.hold_s))
     if args.command == "sim":
-        from tavus.sim import serve
-
-        asyncio.run(
-            serve(
-                args.host,
-                args.port,
-                tavus_api_keys=set(args.tavus_keys or ["sim-tavus-key"]),
-                daily_api_keys=set(args.daily_keys or ["sim-daily-key"]),
-                public_base_url=args.public_base_url,
-            )
-        )
-        return 0
+        return asyncio.run(_sim(args))
     if args.command == "doctor":
         from worker.ops.doctor import run_doctor
 

@@ -1,10 +1,12 @@
 """The blocking entry point behind ``avatar-worker sim``: prints its URLs and default keys,
-serves until cancelled."""
+serves until cancelled; the command stops cleanly on SIGTERM and SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -106,3 +108,34 @@ async def sim_on_port() -> AsyncIterator[str]:
 
     async with Simulator().running() as sim:
         yield sim.base_url
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_the_sim_command_exits_0_at_once_on_sigterm_and_sigint(sig: signal.Signals) -> None:
+    """`avatar-worker sim` stops within seconds on SIGTERM or SIGINT with exit code 0 and no
+    traceback, as `avatar-worker run` does (and as a PID 1 in a container, which has no default
+    action for SIGTERM, must)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker.cli",
+        "sim",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        async with asyncio.timeout(30):
+            while not (line := await proc.stdout.readline()).startswith(b"Control:"):
+                assert line, "the simulator exited before it served"
+        proc.send_signal(sig)
+        async with asyncio.timeout(10):
+            _, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    assert b"Traceback" not in err

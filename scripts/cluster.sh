@@ -88,7 +88,7 @@ log.console = false
 EOF
   echo "[]." >"$d/advanced.config"
   echo "[]." >"$d/enabled_plugins"
-  : >"$d/rabbitmq-env.conf"
+  write_env_file "$n"
   if [ "$(id -u)" = 0 ]; then chown -R rabbitmq:rabbitmq "$d"; fi
 }
 
@@ -112,10 +112,19 @@ is_up() {
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && port_open "$(node_port "$1")"
 }
 
+# The node's rabbitmq-env.conf (sourced by RabbitMQ's start script, after the Debian wrapper's
+# `su rabbitmq` has reset the soft limit on open files to 1024): the soft limit up to the hard one.
+# At 1024, RabbitMQ 3.x's file handle cache (limit 927) runs out at about 240 quorum queues (about
+# 3.8 handles each on every node), and the node stops accepting connections, without a log line.
+write_env_file() {
+  echo 'ulimit -S -n "$(ulimit -H -n)" 2>/dev/null || true' >"$(node_dir "$1")/rabbitmq-env.conf"
+}
+
 start_node() {
   local n="$1"
   if is_up "$n"; then return 0; fi
   [ -f "$(node_dir "$n")/rabbitmq.conf" ] || write_config "$n"
+  write_env_file "$n"  # also for the nodes of an earlier version of this script
   rm -f "$(node_dir "$n")/pid"
   # shellcheck disable=SC2046
   env $(node_env "$n") rabbitmq-server -detached </dev/null >>"$(node_dir "$n")/start.out" 2>&1 ||

@@ -91,7 +91,11 @@ class WorkerApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.broker = Broker(settings.amqp_url.get_secret_value(), Topology.from_settings(settings))
-        self.records = SessionRecords(self.broker, replicated=settings.records_replicated())
+        self.records = SessionRecords(
+            self.broker,
+            replicated=settings.records_replicated(),
+            keep_finished_s=settings.worker_finished_record_keep_s,
+        )
         self.claims = SessionClaims(self.broker, self.records)
         self.sessions: SessionManager | None = None
         self.intake: Intake | None = None
@@ -163,6 +167,7 @@ class WorkerApp:
             await self.broker.connect()
             stack.push_async_callback(self.broker.aclose)
             stack.push_async_callback(self.claims.aclose)  # before the connection closes
+            stack.push_async_callback(self.records.aclose)
             self.claims.watch_reconnects()
             self._watch_broker()
             plan = CapacityPlan.from_settings(s, pipecat_daily_available="pipecat_daily" in runners)

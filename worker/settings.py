@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     # Session record queues: quorum (replicated on 3 nodes) or classic (one node). `auto`: quorum
     # when AMQP_URL lists several nodes. Every worker of a deployment must use the same type.
     worker_record_queues: Literal["auto", "quorum", "classic"] = "auto"
+    # A finished session's record stays on the broker this long, so a copy of its job that comes
+    # later is dropped as a duplicate; then its queue is deleted (each costs every node of the
+    # queue a Raft group and about 4 file handles). A copy coming later starts a new session.
+    worker_finished_record_keep_s: float = Field(600.0, ge=0, le=14400)
     # Adopt the live phoenix_rest sessions of a worker that died (their calls go on); false: end
     # them as worker_lost, as a worker without adoption would.
     worker_adopt_sessions: bool = True

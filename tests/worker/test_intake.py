@@ -77,6 +77,32 @@ async def test_job_for_a_finished_session_does_not_start_it_again(h: Harness) ->
     assert await h.queue_depth() == 0
 
 
+async def test_a_finished_sessions_record_is_kept_for_duplicates_then_deleted(h: Harness) -> None:
+    """Within WORKER_FINISHED_RECORD_KEEP_S a copy of a finished session's job is dropped; then
+    the record's queue is deleted, so the broker holds a queue only for live and recent sessions
+    (each record queue costs every node a Raft group and file handles)."""
+    app = await h.start_worker(worker_finished_record_keep_s=2.0)
+    body = job()
+    sid = body["session_id"]
+    await h.publish(body)
+    await h.wait_for(sid, "ready")
+    await h.stop_session(sid)
+    await h.wait_for(sid, "ended")
+    await h.publish(body)  # a late copy, within the keep window
+    await asyncio.sleep(0.5)
+    assert h.statuses(sid) == ["accepted", "ready", "ended"]
+    exists, record = await app.records.look(sid)
+    assert exists and record is not None and record.finished
+    for _ in range(50):
+        exists, _record = await app.records.look(sid)
+        if not exists:
+            break
+        await asyncio.sleep(0.2)
+    assert not exists, "the finished session's record queue is still there after its keep window"
+    assert app.records.finished_kept == 0
+    assert len(h.created_conversations(sid)) == 1
+
+
 async def test_two_workers_given_the_same_job_start_it_once(h: Harness) -> None:
     """Copies of one job consumed by two workers at once still make a single conversation."""
     await h.start_worker()

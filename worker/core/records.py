@@ -6,6 +6,8 @@ the record lands in the `lost` queue and a reaper adopts the session or finishes
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -29,9 +31,14 @@ from worker.contract import EndedEvent, FailedEvent, ResolvedMode, SessionJob
 
 log = structlog.get_logger(__name__)
 
-# One expiry for all record queues (the longest session + 1 h), so every declaration matches; and
-# a bound on concurrent record RPCs, so a burst of starts queues instead of timing out.
+# One expiry for all record queues (the longest session + 1 h), so every declaration matches; a
+# safety net only: a finished session's record queue is deleted once it has been kept
+# `keep_finished_s` (see `finish`). And a bound on concurrent record RPCs, so a burst of starts
+# queues instead of timing out.
 RECORD_EXPIRES_S = 14400 + 3600
+# How long deleting one finished record queue may take (a quorum queue with a member on a node
+# that is down waits for it); past it, the queue is left to RECORD_EXPIRES_S.
+DELETE_TIMEOUT_S = 30.0
 BOOKKEEPING_CONCURRENCY = 32
 # The lease of a record that carries a session's outcome (see `write_outcome`): it only runs out
 # when the publisher died (or the broker is away) between the event and `finish`.
@@ -115,12 +122,19 @@ def parse_record(body: bytes) -> SessionRecord | None:
 class SessionRecords:
     """Each session's record in its own quorum queue: open, write, re-arm, read, finish."""
 
-    def __init__(self, broker: Broker, *, replicated: bool = True) -> None:
+    def __init__(
+        self, broker: Broker, *, replicated: bool = True, keep_finished_s: float = 600.0
+    ) -> None:
         self._broker = broker
         self._replicated = replicated
+        self._keep_finished_s = keep_finished_s
         self.topo = broker.topo
         self._channel: AbstractRobustChannel | None = None
         self._bookkeeping = asyncio.Semaphore(BOOKKEEPING_CONCURRENCY)
+        # Finished sessions' record queues to delete: (when, session id), soonest first.
+        self._to_delete: list[tuple[float, str]] = []
+        self._deleting: asyncio.Task[None] | None = None
+        self._delete_due = asyncio.Event()
 
     def arguments(self) -> dict[str, Any]:
         """Replicated: a quorum queue on 3 nodes whose lapsed record reaches the `lost` queue at
@@ -235,8 +249,10 @@ class SessionRecords:
         await self._patiently(op, "write the session's outcome", patience_s)
 
     async def finish(self, record: SessionRecord, *, patience_s: float = 60.0) -> None:
-        """Mark the session's record finished, with no lease (the queue expires by itself later):
-        a copy of the job that arrives meanwhile, on any worker, is known for a duplicate. Waits
+        """Mark the session's record finished, with no lease: a copy of the job that arrives
+        within `keep_finished_s`, on any worker, is known for a duplicate. Then the queue is
+        deleted (`_delete_finished`): every record queue costs the broker a Raft group and file
+        handles on each of its nodes, so only live sessions and recent outcomes keep one. Waits
         out a broker outage (up to `patience_s`): a record left unfinished would make a reaper
         publish its outcome again."""
         finished = record.model_copy(update={"finished": True, "outcome": None, "job": None})
@@ -247,6 +263,61 @@ class SessionRecords:
             await _publish(channel, name, finished, None)
 
         await self._patiently(op, "finish the session record", patience_s)
+        self._delete_later(record.session_id)
+
+    def _delete_later(self, session_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        heapq.heappush(self._to_delete, (loop.time() + self._keep_finished_s, session_id))
+        self._delete_due.set()
+        if self._deleting is None or self._deleting.done():
+            self._deleting = asyncio.create_task(
+                self._delete_finished(), name="delete-finished-records"
+            )
+
+    async def _delete_finished(self) -> None:
+        """Delete finished sessions' record queues once they have been kept long enough, one at
+        a time; one that cannot be deleted now (the broker away, a node down) is left to its
+        expiry (RECORD_EXPIRES_S)."""
+        loop = asyncio.get_running_loop()
+        while self._to_delete:
+            due, session_id = self._to_delete[0]
+            if due > loop.time():
+                self._delete_due.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._delete_due.wait(), due - loop.time())
+                continue
+            heapq.heappop(self._to_delete)
+            try:
+                async with asyncio.timeout(DELETE_TIMEOUT_S):
+                    async with self._broker.brief_channel("delete a finished record") as channel:
+                        queue = await channel.get_queue(
+                            self.topo.record_queue(session_id), ensure=False
+                        )
+                        await queue.delete(if_unused=False, if_empty=False)
+            except (BrokerError, TimeoutError) as exc:
+                log.info(
+                    "records.left_to_expire",
+                    session_id=session_id,
+                    error=str(exc) or type(exc).__name__,
+                    expires_s=RECORD_EXPIRES_S,
+                )
+
+    @property
+    def finished_kept(self) -> int:
+        """Finished sessions whose record queue is still kept (their deletion is pending)."""
+        return len(self._to_delete)
+
+    async def aclose(self) -> None:
+        """Stop deleting: the queues still kept are left to their expiry (RECORD_EXPIRES_S)."""
+        if self._deleting is not None:
+            self._deleting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._deleting
+        if self._to_delete:
+            log.info(
+                "records.left_to_expire", count=len(self._to_delete), expires_s=RECORD_EXPIRES_S
+            )
+            self._to_delete.clear()
 
     async def _patiently(
         self,

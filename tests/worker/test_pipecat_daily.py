@@ -4,6 +4,7 @@ a Daily-like transport), the simulator's Daily rooms and tokens and Tavus conver
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,10 +12,12 @@ import sys
 import textwrap
 from typing import Any
 
+import psutil
 import pytest
 from pydantic import SecretStr
 
 from tavus.sim import decode_hs256
+from tests.reliability.env import poll_until
 from tests.worker.harness import DAILY_KEY, Harness, job
 from worker.app import WorkerApp
 
@@ -132,6 +135,34 @@ async def test_daily_outage_in_auto_falls_back_to_phoenix_rest(h: Harness) -> No
     assert ready["mode"] == "phoenix_rest"
     assert "Daily is unavailable" in ready["fallback_reason"]
     assert ready["conversation_url"]
+
+
+def session_processes() -> int:
+    """This process's live session processes (the pool's children)."""
+    count = 0
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):  # it exited meanwhile (or is a zombie)
+            count += "worker.pool.child" in " ".join(child.cmdline())
+    return count
+
+
+async def test_a_stop_while_provisioning_leaves_no_session_process_behind(h: Harness) -> None:
+    """A session stopped while its Daily room is still being created ends `stopped`, and the
+    session process it had taken is given up: no process stays busy until the worker stops."""
+    app = await start(h)
+    assert app.pool is not None
+    h.sim.faults.latency("POST /v1/rooms", 3.0)  # the stop lands mid-provisioning
+    body = job(mode="pipecat_daily")
+    sid = body["session_id"]
+    await h.publish(body)
+    pool = app.pool
+    # Its process is taken at once; its room is not made for 3 s.
+    assert await poll_until(lambda: pool.busy_count == 1, 15), "no session process taken"
+    await h.stop_session(sid)
+    assert (await h.wait_for(sid, "ended", timeout_s=30))["reason"] == "stopped"
+    assert await poll_until(
+        lambda: pool.busy_count == 0 and session_processes() <= pool.size, 15
+    ), f"{pool.busy_count} session process(es) still busy, {session_processes()} running"
 
 
 def test_without_daily_python_the_worker_imports_and_auto_says_why() -> None:

@@ -172,10 +172,15 @@ class PipecatDailyRunner:
                 )
                 persona = group.create_task(self._persona_and_replica(job))
                 child = group.create_task(self._pool.acquire(timeout_s=self._setup_timeout_s))
-        except BaseExceptionGroup as group_error:
+        except BaseException as error:
+            # Failed, or cancelled (a stop, a lost claim, a forced shutdown) while provisioning:
+            # a process acquired but never used is killed, and the pool replaces it; kept, it
+            # would stay busy and alive until the worker stops.
             if child.done() and not child.cancelled() and child.exception() is None:
-                await child.result().kill()  # acquired but never used: the pool replaces it
-            cause = first_cause(group_error)
+                await child.result().kill()
+            if not isinstance(error, BaseExceptionGroup):
+                raise
+            cause = first_cause(error)
             if isinstance(cause, PoolError):
                 raise SessionFailure(
                     cause.code, cause.message, retryable=cause.retryable

@@ -110,13 +110,23 @@ class Intake:
         await declare_retry_queues(self._channel, self._broker.topo, self._retry_delays_s)
         self._accepting = True
         await self.refresh()
+        # A refresh the connection's loss broke is done again once it is back: an idle worker
+        # (no slot taken or freed to call `capacity_changed`) must not stay paused.
+        assert self._broker.connection is not None
+        self._broker.connection.reconnect_callbacks.add(lambda *_: self.capacity_changed())
 
     def capacity_changed(self) -> None:
         """Called by the session manager whenever a slot is taken or freed."""
         if self._accepting:
-            task = asyncio.create_task(self.refresh())
+            task = asyncio.create_task(self._refresh_in_background())
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
+
+    async def _refresh_in_background(self) -> None:
+        try:
+            await self.refresh()
+        except BrokerError as exc:  # the connection is down: done again on reconnect
+            log.warning("intake.refresh_failed", error=str(exc))
 
     async def refresh(self) -> None:
         """Consume while there is free capacity (prefetch = free slots); pause when full."""
@@ -171,7 +181,7 @@ class Intake:
             return
         if self._is_overloaded() or not self._sessions.try_reserve():
             await self._settle(message, NotNow("worker full"))
-            await self.refresh()
+            await self._refresh_in_background()
             return
         self.capacity_changed()
         route = EventRoute.for_job(

@@ -1,6 +1,8 @@
 """Cross-worker session claims: a session is *claimed* by declaring an exclusive queue named after
 it. RabbitMQ lets one connection hold it and drops it when that connection dies, so any worker can
 tell a live session from an orphan; after a reconnect this worker takes its claims back.
+A redelivered job may meet the claim of the connection whose death redelivered it
+(`wait_out_dying_claim`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,63 @@ from worker.core.records import SessionRecords
 log = structlog.get_logger(__name__)
 
 SETTLE_TIMEOUT_S = 30.0
+# RabbitMQ closes a dead connection in steps that run in no fixed order: its unacked deliveries
+# go back to their queues, its exclusive queues (claims) are deleted. On RabbitMQ 4.0.5 the claim
+# outlived the redelivery in about half of the closes measured, by 10-100 ms (3.10: rarely).
+DYING_CLAIM_WAIT_S = 5.0
+DYING_CLAIM_FIRST_PAUSE_S = 0.02
+DYING_CLAIM_MAX_PAUSE_S = 0.5
+CLAIM_LOOK_TIMEOUT_S = 10.0
+
+
+async def wait_out_dying_claim(
+    broker: Broker, session_id: str, timeout_s: float | None = None
+) -> None:
+    """For a redelivered job, before its start claims the session: while another connection holds
+    the claim, wait up to `timeout_s` (default `DYING_CLAIM_WAIT_S`) for it to go. The holder may
+    be the dead connection that the job was redelivered from, whose claim RabbitMQ deletes a
+    moment after the redelivery; the start would take that for a session live elsewhere and drop
+    the job. A claim still held after the wait is a live worker's: the start then finds it so. A
+    broker error ends the wait (the start meets it too)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    wait_s = DYING_CLAIM_WAIT_S if timeout_s is None else timeout_s
+    pause_s = DYING_CLAIM_FIRST_PAUSE_S
+    looks = 0
+    try:
+        async with asyncio.timeout(wait_s + CLAIM_LOOK_TIMEOUT_S):
+            while await _is_held_by_another_connection(broker, session_id):
+                looks += 1
+                waited_s = loop.time() - started
+                if waited_s >= wait_s:
+                    log.info("claims.held_elsewhere", session_id=session_id, waited_s=wait_s)
+                    return
+                await asyncio.sleep(min(pause_s, wait_s - waited_s))
+                pause_s = min(pause_s * 2, DYING_CLAIM_MAX_PAUSE_S)
+    except (BrokerError, TimeoutError) as exc:
+        log.warning("claims.look_failed", session_id=session_id, error=str(exc) or "timeout")
+        return
+    if looks:
+        log.info(
+            "claims.dying_claim_gone",
+            session_id=session_id,
+            waited_s=round(loop.time() - started, 3),
+        )
+
+
+async def _is_held_by_another_connection(broker: Broker, session_id: str) -> bool:
+    """True when another connection holds the session's claim (a passive declare on this
+    connection succeeds for a claim it holds itself)."""
+    try:
+        async with broker.brief_channel(f"look at the claim on {session_id}") as channel:
+            await channel.declare_queue(
+                broker.topo.claim_queue(session_id), passive=True, robust=False
+            )
+    except ResourceLocked:
+        return True
+    except ResourceMissing:
+        return False
+    return False
 
 
 class SessionClaims:

@@ -28,6 +28,7 @@ from worker.broker import (
 )
 from worker.choices import AllowedChoices, check_choices
 from worker.contract import DEFAULT_MAX_DURATION_S, InvalidMessage, parse_job
+from worker.core.claims import wait_out_dying_claim
 from worker.core.delivery import JobResult, NotNow, Rejected, Settled, delivery_for
 from worker.core.events import EventRoute
 from worker.core.manager import SessionManager
@@ -169,6 +170,14 @@ class Intake:
             log.warning("intake.invalid_job", reason=exc.reason, session_id=exc.session_id)
             await self._settle(message, Rejected(exc.reason))
             return
+        if message.redelivered:
+            # Its claim may still be held by the dead connection it was redelivered from (the
+            # broker drops that claim a moment later); the start would take it for a session
+            # live elsewhere and drop the job. Before the checks below, which hold together.
+            await wait_out_dying_claim(self._broker, job.session_id)
+            if not self._accepting:
+                await self._settle(message, NotNow("worker draining"))
+                return
         if self._sessions.is_starting(job.session_id):
             # A copy redelivered after an outage while the first is still starting here: the
             # first copy's delivery is gone, so this one must survive until the start settles.

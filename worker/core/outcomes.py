@@ -17,7 +17,7 @@ from worker.contract import EventError, SessionJob
 from worker.core.claims import SessionClaims
 from worker.core.delivery import GaveUp, JobResult, RetryLater, Settled
 from worker.core.events import EventPublisher, TerminalEvent
-from worker.core.records import SessionRecord, SessionRecords
+from worker.core.records import RecordFinished, SessionRecord, SessionRecords
 from worker.core.state import Phase, SessionState
 from worker.sessions.base import LiveSession, SessionFailure, SessionRunner
 
@@ -206,6 +206,9 @@ class SessionOutcomes:
             record = self.kept_record(state).model_copy(update={"outcome": event})
             try:
                 await self._records.write_outcome(record, lease_s=self.lease_s)
+            except RecordFinished:  # another worker took it over and published its outcome
+                log.info("session.finished_elsewhere", status=event.status)
+                return
             except BrokerError as exc:  # the running record stays: a reaper says worker_lost
                 log.warning("session.outcome_record_failed", error=str(exc))
         if await self._events.publish(route, event):

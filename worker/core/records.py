@@ -52,6 +52,11 @@ LOOKS_ALLOWED = 1_000_000
 TerminalEvent = Annotated[EndedEvent | FailedEvent, Field(discriminator="status")]
 
 
+class RecordFinished(BrokerError):
+    """The session's record says it is finished: another worker published its outcome (this one
+    lost its claim during an outage and does not know yet). Nothing was written."""
+
+
 class SessionRecord(BaseModel):
     """What a session keeps on the broker: enough for any worker to publish its events (route),
     to adopt it (job, conversation) or to finish it (its outcome, once decided)."""
@@ -357,20 +362,39 @@ async def _replace(
 ) -> None:
     """Put `record` in the queue, then take off the records ahead of it. The new one goes in
     first: the queue never stands empty, so a worker dying in between still leaves a record for
-    a reaper (purging first would leave nothing, and the session no outcome)."""
+    a reaper (purging first would leave nothing, and the session no outcome).
+
+    A finished record ahead of it is never taken off: the session's outcome is out, published by
+    another worker, and this writer lost its claim without knowing yet. Its own record is taken
+    back out instead (left in, its lease would run out and a reaper would give the session a
+    second outcome), and RecordFinished is raised."""
     written_id = await _publish(channel, queue_name, record, lease_s)
     queue = await channel.get_queue(queue_name, ensure=False)
     ours: AbstractIncomingMessage | None = None
-    for _ in range(MAX_RECORDS_AHEAD + 1):
-        message = await queue.get(no_ack=False, fail=False)
-        if message is None:
-            break
-        if message.message_id == written_id:
-            ours = message  # given back once the others are gone
-            break
-        await message.ack()  # an earlier record, or a reaper's re-armed copy of it
-    if ours is not None:
-        await ours.nack(requeue=True)
+    finished: list[AbstractIncomingMessage] = []
+    try:
+        for _ in range(MAX_RECORDS_AHEAD + 1):
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            if message.message_id == written_id:
+                ours = message  # given back once the others are gone
+                break
+            earlier = parse_record(message.body)
+            if earlier is not None and earlier.finished:
+                finished.append(message)  # given back, whatever happens
+                continue
+            await message.ack()  # an earlier record, or a reaper's re-armed copy of it
+        if ours is not None:
+            if finished:
+                await ours.ack()
+            else:
+                await ours.nack(requeue=True)
+    finally:
+        for message in finished:
+            await message.nack(requeue=True)
+    if finished:
+        raise RecordFinished(f"session {record.session_id} is finished: its outcome is out")
 
 
 async def _look(queue: AbstractQueue, count: int) -> SessionRecord | None:

@@ -566,12 +566,25 @@ async def show_queues(
         channel = await connection.channel()
         try:
             queue = await channel.declare_queue(name, passive=True)
-            held = f"{queue.declaration_result.message_count} message(s)"
+            result = queue.declaration_result
+            held = f"{result.message_count} ready message(s), {result.consumer_count} consumer(s)"
         except aio_pika.exceptions.AMQPError as exc:
             held = f"not there ({type(exc).__name__})"
         print(f"  queue {name}: {held}", flush=True)
         with contextlib.suppress(aio_pika.exceptions.AMQPError):
             await channel.close()
+    if run.args.cluster:  # the jobs handed out and not settled yet, and to which connections
+        with contextlib.suppress(Exception):
+            listed = await cluster_script(
+                "ctl", "1", "list_queues", "name", "messages_unacknowledged", "consumers"
+            )
+            print(f"  unacked: {[ln for ln in listed.splitlines() if run.topo.jobs_queue in ln]}")
+            consumers = await cluster_script(
+                "ctl", "1", "list_consumers", "queue_name", "channel_pid"
+            )
+            print(
+                f"  job consumers: {[c for c in consumers.splitlines() if run.topo.jobs_queue in c]}"
+            )
 
 
 async def soak_on(args: argparse.Namespace, nodes: AmqpNodes) -> int:

@@ -229,6 +229,7 @@ class WorkerApp:
                     is_live_here=self.sessions.is_live,
                     grace_s=s.worker_reaper_grace_s,
                     lease_s=s.worker_session_lease_s,
+                    was_stopped=self.sessions.was_stopped,
                     adopter=Adopter(
                         phoenix=phoenix,
                         records=self.records,

@@ -278,3 +278,22 @@ async def test_a_session_whose_record_the_broker_lost_is_released_not_leaked(h: 
     assert h.sim.conversations[ready["conversation_id"]].status == "ended"
     await asyncio.sleep(1.0)
     assert h.statuses(sid) == ["accepted", "ready", "ended"]
+
+
+async def test_a_dead_workers_session_stopped_while_nobody_ran_it_ends_stopped(h: Harness) -> None:
+    """A stop sent after a worker died with a live session, before any worker took it over, is
+    what ends it: the reaper that finishes the session publishes `ended` `stopped`, not
+    `worker_lost` (here with adoption off, the path where the reaper ends the call)."""
+    victim, sid, ready = await ready_in_a_worker_process(h)
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+    await h.start_worker(
+        worker_adopt_sessions=False, worker_reaper_interval_s=0.2, worker_reaper_grace_s=1.0
+    )
+    await asyncio.sleep(0.3)  # the rescuer listens for stops
+    await h.stop_session(sid)
+    ended = await h.wait_for(sid, "ended", timeout_s=30)
+    assert ended["reason"] == "stopped", ended
+    assert h.sim.conversations[ready["conversation_id"]].status == "ended"
+    await asyncio.sleep(0.5)
+    assert h.statuses(sid) == ["accepted", "ready", "ended"]

@@ -136,6 +136,8 @@ class SessionManager:
     ) -> JobResult:
         """Run a reserved job up to `ready` (or its end); the session then goes on in a task."""
         state = SessionState(job, route, redelivered=redelivered)
+        if redelivered and self._unclaimed_stops.pop(job.session_id, None) is not None:
+            state.request_stop("stopped")  # stopped while its dead worker's job was in transit
         self._sessions[job.session_id] = state
         self._reserved -= 1
         outcome: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
@@ -192,6 +194,11 @@ class SessionManager:
             return False
         state.request_stop(reason)
         return True
+
+    def was_stopped(self, session_id: str) -> bool:
+        """True when a stop came for this session while no worker here ran it (kept
+        UNCLAIMED_STOP_MEMORY_S): a reaper finishing it ends it `stopped`, as its user asked."""
+        return session_id in self._unclaimed_stops
 
     def _remember_unclaimed_stop(self, session_id: str) -> None:
         now = time.monotonic()

@@ -71,8 +71,10 @@ class Reaper:
         lease_s: float = 60.0,
         clock: Any = time.monotonic,
         adopter: Adopter | None = None,
+        was_stopped: Callable[[str], bool] = lambda _session_id: False,
     ) -> None:
         self._adopter = adopter
+        self._was_stopped = was_stopped
         self._lease_s = lease_s
         self._grace_s = grace_s
         self._clock = clock
@@ -324,6 +326,8 @@ class Reaper:
             log.info("reaper.outcome_left_to_lease", session_id=sid)
             return
         if not record.finished:
+            if reason == "worker_lost" and self._was_stopped(sid):
+                reason = "stopped"  # its user asked for that before its worker died
             await self._publish_outcome(record, settle, reason)
         self._reaped[sid] = None
         while len(self._reaped) > REMEMBERED_REAPS:

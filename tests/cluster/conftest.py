@@ -83,7 +83,9 @@ class Cluster:
         return await self._script("ctl", str(i + 1), *args)
 
     async def heal(self) -> None:
-        """Restart every node a test killed."""
+        """Restart every node a test killed. A test deletes its quorum queues after this:
+        deleting one waits for its members (on RabbitMQ 4 with a node down, a few queues took
+        26 s, and once hung for 10 min)."""
         for i in sorted(self.killed):
             await self.restart(i)
 

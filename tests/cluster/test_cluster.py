@@ -31,6 +31,7 @@ async def test_a_replaced_node_serves_the_quorum_queues_declared_before(cluster:
         message = await queue.get(timeout=30)
         await message.ack()
         assert message.body == b"kept"
+        await cluster.heal()  # deleting a quorum queue waits for its members (see the conftest)
         await queue.delete(if_unused=False, if_empty=False)
 
 

@@ -131,6 +131,7 @@ async def test_a_quorum_consumer_keeps_receiving_after_its_node_is_killed(
     await wait_moved(connection, away_from=first)
     await out.default_exchange.publish(aio_pika.Message(b"after"), routing_key=name)
     assert await asyncio.wait_for(received.get(), WAIT_S) == b"after"
+    await cluster.heal()  # deleting a quorum queue waits for its members (see the conftest)
     await out.queue_delete(name)
 
 
@@ -181,6 +182,7 @@ async def test_a_quorum_queue_keeps_its_messages_when_a_node_is_killed(
     await cluster.kill(0)
     got = await read_quorum_queue(cluster.url(1), name, len(bodies), opened)
     assert sorted(got) == bodies  # a message given back by a closed connection may come later
+    await cluster.heal()  # deleting a quorum queue waits for its members (see the conftest)
     out = await publisher_on(cluster.url(1), opened)
     await out.queue_delete(name)
 

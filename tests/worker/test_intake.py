@@ -173,3 +173,21 @@ async def test_a_session_that_ends_during_drain_needs_no_forced_end(h: Harness) 
     await h.stop_session(sid)
     ended = await h.wait_for(sid, "ended")
     assert ended["reason"] == "stopped"
+
+
+async def test_a_copy_of_a_job_whose_session_this_worker_is_taking_over_starts_nothing(
+    h: Harness,
+) -> None:
+    """One holder per session on a worker too: while this worker's reaper holds a session's
+    claim (it is adopting the session of a worker that died), a redelivered copy of its job
+    arriving here does not start it a second time beside the adoption."""
+    app = await h.start_worker()
+    body = job()
+    sid = body["session_id"]
+    assert await app.claims.claim(sid)  # as the reaper does before it adopts
+    await h.publish(body)
+    await asyncio.sleep(1.5)
+    assert h.statuses(sid) == []
+    assert h.created_conversations(sid) == []
+    assert await h.queue_depth() == 0  # settled: the adoption publishes the session's outcome
+    assert app.claims.holds(sid)  # the start that gave up did not release the reaper's claim

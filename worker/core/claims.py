@@ -128,13 +128,15 @@ class SessionClaims:
             self._settled.clear()
 
     async def claim(self, session_id: str) -> bool:
-        """Take the cluster-wide claim on a session; False when another connection holds it.
+        """Take the cluster-wide claim on a session; False when another connection holds it, or
+        when this worker holds it already: one holder per session here too (a job's start and
+        a reaper adopting the same session on one worker would otherwise both run it).
 
         Raises BrokerUnavailable while the connection is down.
         """
         async with self._claim_lock:
             if session_id in self._claims:
-                return True
+                return False
             try:
                 self._claims[session_id] = await self._declare_claim(session_id)
             except ResourceLocked:

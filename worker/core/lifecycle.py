@@ -176,7 +176,8 @@ class SessionLifecycle:
         try:
             if not await self._claims.claim(job.session_id):
                 log.info("session.duplicate_live_elsewhere")
-                return Settled("duplicate: live on another worker")
+                return Settled("duplicate: live on another worker or taken over here")
+            state.holds_claim = True
         except BrokerError as exc:  # nothing started: RabbitMQ gives the job back
             log.warning("session.broker_unavailable", error=str(exc))
             return NotNow("broker unavailable")

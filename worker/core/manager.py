@@ -162,6 +162,7 @@ class SessionManager:
             live=live,
             runner=runner,
             record=record,
+            holds_claim=True,  # the reaper took it for this worker
         )
         stopped_at = self._unclaimed_stops.pop(record.session_id, None)
         if stopped_at is not None:
@@ -213,7 +214,8 @@ class SessionManager:
     def _drop(self, state: SessionState) -> None:
         """Take a session that is over out of the registry; remember it when it finished."""
         sid = state.job.session_id
-        self._sessions.pop(sid, None)
+        if self._sessions.get(sid) is state:  # not a duplicate start's: another state runs it
+            del self._sessions[sid]
         if state.is_finished:
             self._finished[sid] = None
             while len(self._finished) > FINISHED_MEMORY:

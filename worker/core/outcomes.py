@@ -239,7 +239,8 @@ class SessionOutcomes:
             # if it got there) lapses and a reaper publishes it.
             if state.is_outcome_out and state.is_recorded:
                 await self._records.finish(self.kept_record(state))
-            await self._claims.release(sid)
+            if state.holds_claim:  # not a duplicate start's: the claim is another holder's
+                await self._claims.release(sid)
         except BrokerError as exc:
             log.warning("session.bookkeeping_failed", error=str(exc))
         structlog.contextvars.clear_contextvars()

@@ -41,6 +41,7 @@ class SessionState:
     earlier_record: SessionRecord | None = None  # the one an earlier attempt left there
     outcome: TerminalEvent | None = None  # its `ended` or `failed`, once decided
     forgotten: bool = False  # out of the registry, its bookkeeping done
+    holds_claim: bool = False  # this state took the session's claim (it releases it when done)
     slot: Slot | None = None  # its place in its mode's capacity on this worker
 
     def request_stop(self, reason: EndReason) -> None:

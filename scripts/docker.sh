@@ -156,11 +156,6 @@ ensure_ci_images() {
 
 # scripts/test: the broker-facing tests again against RabbitMQ 4 (a testcontainers broker), when
 # the run is the whole suite (only options given, as CI does).
-# Known open race, RabbitMQ 4 only (it runs on 3.10 in the main pass): after an outage a
-# redelivered job can reach another worker before the broker has dropped the dead connection's
-# exclusive claim queue; it failed about 1 RabbitMQ 4 run in 3. Listed as deselected in the output.
-KNOWN_RABBITMQ4_RACE="tests/reliability/test_outage_handover.py::test_a_session_taken_over_in_an_outage_gets_no_event_from_its_first_worker"
-
 rabbitmq4_pass() {
   local arg
   for arg in "$@"; do case "$arg" in -*) ;; *) return 0 ;; esac; done
@@ -182,8 +177,7 @@ rabbitmq4_pass() {
   # The broker is this pass's own container, so the test that restarts it may run.
   (cd "$AW_ROOT" && env -u AMQP_URL -u AVATAR_CLUSTER_URLS "${cluster[@]}" \
     AVATAR_TEST_RABBITMQ_IMAGE="$AW_IMAGE_RABBITMQ4" AVATAR_TEST_RABBITMQ_MAJOR=4 \
-    RELIABILITY_BROKER_RESTART=1 "$AW_ROOT/.venv/bin/pytest" "$@" "${tests[@]}" \
-    --deselect "$KNOWN_RABBITMQ4_RACE")
+    RELIABILITY_BROKER_RESTART=1 "$AW_ROOT/.venv/bin/pytest" "$@" "${tests[@]}")
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

@@ -585,6 +585,15 @@ async def show_queues(
             print(
                 f"  job consumers: {[c for c in consumers.splitlines() if run.topo.jobs_queue in c]}"
             )
+            channels = await cluster_script(
+                "ctl", "1", "list_channels", "name", "consumer_count", "messages_unacknowledged"
+            )
+            holding = [c for c in channels.splitlines()[1:] if c.split("\t")[-1] not in ("0", "")]
+            print(f"  channels holding messages: {holding}")
+            connections = await cluster_script(
+                "ctl", "1", "list_connections", "name", "user_provided_name", "state"
+            )
+            print(f"  connections: {connections.splitlines()[1:]}")
 
 
 async def soak_on(args: argparse.Namespace, nodes: AmqpNodes) -> int:

@@ -128,6 +128,14 @@ class SessionLifecycle:
         # the providers, a reaper can find it. `accepted` is confirmed before any later event.
         accepted = asyncio.create_task(self._events.accepted(route))
         try:
+            # Still ours? A broker outage since the claim (a redelivered job's in-flight wait or
+            # lookup can be long) may have let another worker take the session over: once the
+            # claims are taken back, write and create nothing for a session that is not ours.
+            await self._claims.settled()
+            if state.is_abandoned or not self._claims.holds(job.session_id):
+                accepted.cancel()
+                log.info("session.taken_over_before_provisioning")
+                return NotNow("abandoned: another worker owns it")
             if not await self._outcomes.recorded_before_provisioning(state):
                 accepted.cancel()
                 return NotNow("broker unavailable: no session record")

@@ -203,7 +203,10 @@ class SessionLifecycle:
         resolution = placed
         route.mode = resolution.mode
         structlog.contextvars.bind_contextvars(mode=resolution.mode)
-        record = await self._outcomes.open_record(job.session_id)
+        try:
+            record = await self._outcomes.open_record(job.session_id)
+        except BrokerError:  # nothing started: RabbitMQ gives the job back
+            return NotNow("broker unavailable: the session record could not be opened")
         state.earlier_record = record
         if record is not None and record.is_concluded:
             # An outcome in the record: a worker decided it and published it or died trying

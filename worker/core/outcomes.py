@@ -93,13 +93,14 @@ class SessionOutcomes:
         return Settled(exc.code)
 
     async def open_record(self, session_id: str) -> SessionRecord | None:
-        """The record an earlier attempt (or a finished session) left; None when there is none
-        or the broker would not say (then the start goes on as a first one)."""
+        """The record an earlier attempt (or a finished session) left; None when there is none.
+        Raises BrokerError when the broker would not say: then the start must not go on (the
+        record's queue may not exist, and a record written into it would be lost)."""
         try:
             return await self._records.open(session_id)
         except BrokerError as exc:
-            log.warning("session.record_unreadable", error=str(exc))
-            return None
+            log.warning("session.record_unreadable", error=str(exc), action="requeue")
+            raise
 
     async def recorded_before_provisioning(self, state: SessionState) -> bool:
         """Write the session's record; False when the broker would not take it. Then nothing is

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -58,15 +59,21 @@ async def test_duplicate_job_starts_one_session(h: Harness) -> None:
     assert await h.queue_depth() == 0
 
 
-async def test_job_for_a_finished_session_does_not_start_it_again(h: Harness) -> None:
-    """A job redelivered after its session ended, even to another worker, starts nothing."""
-    await h.start_worker()
+async def run_until_stopped(h: Harness) -> tuple[dict[str, Any], str]:
+    """A job run to `ready` on a started worker, then stopped until `ended`: (its body, its id)."""
     body = job()
     sid = body["session_id"]
     await h.publish(body)
     await h.wait_for(sid, "ready")
     await h.stop_session(sid)
     await h.wait_for(sid, "ended")
+    return body, sid
+
+
+async def test_job_for_a_finished_session_does_not_start_it_again(h: Harness) -> None:
+    """A job redelivered after its session ended, even to another worker, starts nothing."""
+    await h.start_worker()
+    body, sid = await run_until_stopped(h)
     other = await h.start_worker()
     await h.stop_worker(h.workers[0][0])
     await h.publish(body)
@@ -82,12 +89,7 @@ async def test_a_finished_sessions_record_is_kept_for_duplicates_then_deleted(h:
     the record's queue is deleted, so the broker holds a queue only for live and recent sessions
     (each record queue costs every node a Raft group and file handles)."""
     app = await h.start_worker(worker_finished_record_keep_s=2.0)
-    body = job()
-    sid = body["session_id"]
-    await h.publish(body)
-    await h.wait_for(sid, "ready")
-    await h.stop_session(sid)
-    await h.wait_for(sid, "ended")
+    body, sid = await run_until_stopped(h)
     await h.publish(body)  # a late copy, within the keep window
     await asyncio.sleep(0.5)
     assert h.statuses(sid) == ["accepted", "ready", "ended"]
